@@ -1,0 +1,159 @@
+"""Clips and the record of each backfill run."""
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
+
+from embeddings.clip_text import clip_text_expression, clip_text_hash_expression
+
+
+def current_embedding_q(model: str, dimensions: int) -> models.Q:
+    return models.Q(
+        embedding__isnull=False,
+        embedding_text_hash=models.F("text_hash"),
+        embedding_model=model,
+        embedding_dimensions=dimensions,
+    )
+
+
+class ClipQuerySet(models.QuerySet):
+    def live(self) -> "ClipQuerySet":
+        return self.filter(is_removed=False)
+
+    def with_text(self) -> "ClipQuerySet":
+        """Annotate `text`, the exact text that is (or would be) embedded."""
+        return self.annotate(text=clip_text_expression())
+
+    def current(self, model: str, dimensions: int) -> "ClipQuerySet":
+        """Clips whose stored vector was made from their present text by this model and size."""
+        return self.filter(current_embedding_q(model, dimensions))
+
+    def pending(self, model: str, dimensions: int) -> "ClipQuerySet":
+        """Live clips that need a vector: none yet, or one made from other text, model or size."""
+        return self.live().exclude(current_embedding_q(model, dimensions))
+
+    def similar_to(self, text_or_clip, k: int = 10, *, ef_search=None, service=None) -> list:
+        """The `k` live clips with a current vector nearest to a text or a clip, nearest first,
+        each with `distance` (cosine). A list, not a queryset: the search runs at once, inside
+        the transaction that carries its index settings. See `embeddings.search`."""
+        from embeddings.search import search_clips
+
+        return search_clips(self, text_or_clip, k, ef_search=ef_search, service=service)
+
+
+class Clip(models.Model):
+    twitch_clip_id = models.CharField(max_length=255, unique=True)
+    title = models.TextField()
+    broadcaster_name = models.CharField(max_length=255)
+    creator_name = models.CharField(max_length=255)
+    game_id = models.CharField(max_length=64, null=True, blank=True)
+    game_name = models.CharField(max_length=255, null=True, blank=True)
+    is_removed = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    # Hash of the text a vector would be made from now; compared with `embedding_text_hash`
+    # (what the stored vector was made from) to find stale vectors inside PostgreSQL.
+    text_hash = models.GeneratedField(
+        expression=clip_text_hash_expression(),
+        output_field=models.CharField(max_length=32),
+        db_persist=True,
+    )
+
+    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
+    embedding_model = models.CharField(max_length=255, null=True, blank=True)
+    embedding_generated_at = models.DateTimeField(null=True, blank=True)
+    embedding_dimensions = models.PositiveIntegerField(null=True, blank=True)
+    embedding_text_hash = models.CharField(max_length=32, null=True, blank=True)
+
+    # The last failure, kept until a later run succeeds; selection retries failed clips.
+    embedding_error = models.TextField(null=True, blank=True)
+    embedding_attempts = models.PositiveIntegerField(default=0)
+    embedding_failed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ClipQuerySet.as_manager()
+
+    class Meta:
+        db_table = "clips"
+        ordering = ["id"]
+        indexes = [
+            HnswIndex(
+                name="clips_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["created_at"], name="clips_created_at_idx"),
+            # Keyset batches of never-embedded live clips walk this small partial index.
+            models.Index(
+                fields=["id"],
+                name="clips_unembedded_idx",
+                condition=models.Q(is_removed=False, embedding__isnull=True),
+            ),
+            # Failed clips are few: the coverage page's failure reasons and the admin's
+            # "failed" filter read them through this index instead of the whole table.
+            models.Index(
+                fields=["id"],
+                name="clips_failed_idx",
+                condition=models.Q(embedding_error__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.broadcaster_name})"
+
+
+class BackfillRun(models.Model):
+    """One run of the pipeline, from any door (command, schedule, task, admin)."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    trigger = models.CharField(max_length=32, default="command")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    options = models.JSONField(default=dict)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    model = models.CharField(max_length=255)
+    dimensions = models.PositiveIntegerField()
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cache_hits = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    duration_seconds = models.FloatField(default=0)
+    index_mode = models.CharField(max_length=16, default="live")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"Backfill #{self.pk} ({self.status})"
+
+
+class EmbeddingClaim(models.Model):
+    """A clip some live run is embedding right now, so no other run requests it too.
+
+    A claim counts only while its run holds its advisory lock (see `embeddings.claims`): a run
+    killed at any moment frees its clips at once, with nothing to expire. The table is UNLOGGED
+    (claims mean nothing after a database crash) and rows never touch `clips`, so claiming
+    costs no HNSW index maintenance and never blocks a user editing a clip.
+    """
+
+    clip_id = models.BigIntegerField(primary_key=True)
+    run_id = models.IntegerField()
+    claimed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "embedding_claims"
+
+    def __str__(self) -> str:
+        return f"clip {self.clip_id} held by run {self.run_id}"

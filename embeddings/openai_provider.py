@@ -1,0 +1,179 @@
+"""OpenAI (or any OpenAI-compatible server) as an embedding provider.
+
+One call is one HTTP request. The client's own retries are off: retrying is the service's
+job (tenacity, in one layer), so retries never multiply. Every answer is checked before it is
+believed: count, `index` mapping, vector length, finite values.
+"""
+
+import base64
+import binascii
+import re
+
+import numpy as np
+import openai
+import orjson
+
+from embeddings.provider import (
+    FatalProviderError,
+    InputRejected,
+    ProviderError,
+    ProviderResponse,
+    RetryableError,
+)
+
+_INPUT_INDEX = re.compile(r"\$\.input\[(\d+)\]")
+
+
+class OpenAIProvider:
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        model: str,
+        dimensions: int,
+        send_dimensions: bool,
+        timeout: float,
+    ) -> None:
+        if not api_key:
+            raise FatalProviderError(
+                "OPENAI_API_KEY is not set: put it in .env or the environment "
+                "(any non-empty value works for servers that need no key)."
+            )
+        self.model = model
+        self.dimensions = dimensions
+        self.send_dimensions = send_dimensions
+        self.base_url = base_url or "https://api.openai.com/v1"
+        # Once the API has answered with the configured size, a one-vector answer of another
+        # size is a glitch to retry; before that it is as telling as a whole wrong response.
+        self._size_confirmed = False
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+
+    def describe(self) -> str:
+        return f"OpenAI-compatible API at {self.base_url}"
+
+    def embed(self, texts: list[str]) -> ProviderResponse:
+        extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
+        try:
+            raw = self._client.embeddings.with_raw_response.create(
+                input=texts, model=self.model, encoding_format="base64", **extra
+            )
+        except openai.APIStatusError as err:
+            raise _classify(err) from None
+        except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
+            raise RetryableError(f"{type(err).__name__}: {err}") from None
+        vectors, tokens = self._decode(raw.content, len(texts))
+        return ProviderResponse(
+            vectors=vectors,
+            prompt_tokens=tokens,
+            remaining_requests=_header_int(raw.headers, "x-ratelimit-remaining-requests"),
+            remaining_tokens=_header_int(raw.headers, "x-ratelimit-remaining-tokens"),
+        )
+
+    def _decode(self, content: bytes, expected: int) -> tuple[np.ndarray, int]:
+        try:
+            body = orjson.loads(content)
+            items = body["data"]
+            tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
+        except (ValueError, KeyError, TypeError) as err:
+            raise RetryableError(f"malformed response from the embeddings API: {err}") from None
+        if len(items) != expected:
+            raise RetryableError(f"asked for {expected} embeddings, got {len(items)}")
+        vectors = np.empty((expected, self.dimensions), dtype=np.float32)
+        seen = np.zeros(expected, dtype=bool)
+        lengths = set()
+        for item in items:
+            index = item.get("index")
+            if not isinstance(index, int) or not 0 <= index < expected or seen[index]:
+                raise RetryableError(f"response item has a bad or repeated index: {index!r}")
+            vector = _to_array(item.get("embedding"))
+            lengths.add(vector.size)
+            if vector.size == self.dimensions:
+                vectors[index] = vector
+            seen[index] = True
+        if lengths != {self.dimensions}:
+            if len(lengths) == 1 and (expected > 1 or not self._size_confirmed):
+                raise FatalProviderError(
+                    f"the API returned {lengths.pop()}-dimensional vectors but "
+                    f"EMBEDDING_DIMENSIONS={self.dimensions}: set EMBEDDING_DIMENSIONS to the "
+                    "model's size (and resize the column), or use a model that accepts "
+                    "`dimensions` (EMBEDDING_SEND_DIMENSIONS)"
+                )
+            raise RetryableError(f"response has vectors of {sorted(lengths)} dimensions")
+        self._size_confirmed = True
+        if not np.isfinite(vectors).all():
+            raise RetryableError("response contains NaN or infinite values")
+        return vectors, tokens
+
+
+def _to_array(embedding: object) -> np.ndarray:
+    if isinstance(embedding, str):
+        try:
+            return np.frombuffer(base64.b64decode(embedding), dtype="<f4")
+        except (binascii.Error, ValueError):
+            raise RetryableError("response carries an undecodable base64 vector") from None
+    if isinstance(embedding, list):
+        try:
+            return np.asarray(embedding, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise RetryableError("response carries a non-numeric vector") from None
+    raise RetryableError(f"response carries no vector ({type(embedding).__name__})")
+
+
+def _header_int(headers, name: str) -> int | None:
+    try:
+        return int(headers.get(name))
+    except (TypeError, ValueError):
+        return None
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds the server asked us to wait: `retry-after-ms` wins over `retry-after`."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(name)) / scale
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _classify(err: openai.APIStatusError) -> ProviderError:
+    status = err.status_code
+    code = getattr(err, "code", None)
+    message = getattr(err, "message", None) or str(err)
+    if status == 429 and code == "insufficient_quota":
+        return FatalProviderError(
+            "the OpenAI account has no quota left (429 insufficient_quota): check billing; "
+            "retrying cannot help",
+            exit_code=1,
+        )
+    if status == 429:
+        return RetryableError(
+            f"rate limited (429): {message}",
+            retry_after=_retry_after(err.response.headers),
+            rate_limited=True,
+        )
+    if status in (408, 409) or status >= 500:
+        return RetryableError(
+            f"server error {status}: {message[:200]}",
+            retry_after=_retry_after(err.response.headers),
+        )
+    if status == 401:
+        return FatalProviderError(
+            "the API rejected the key (401): check OPENAI_API_KEY (and OPENAI_BASE_URL)"
+        )
+    if status == 403:
+        return FatalProviderError(f"access denied (403): {message}")
+    if status == 404:
+        return FatalProviderError(
+            f"not found (404): is EMBEDDING_MODEL right and does OPENAI_BASE_URL end in /v1? "
+            f"({message})"
+        )
+    if status == 400:
+        match = _INPUT_INDEX.search(message)
+        if match or getattr(err, "param", None) == "input":
+            return InputRejected(message, index=int(match.group(1)) if match else None)
+        return FatalProviderError(f"the API refused the request (400): {message}")
+    return FatalProviderError(f"unexpected API error {status}: {message}")

@@ -1,0 +1,258 @@
+"""The backfill pipeline: select, embed, write, with the three stages overlapped.
+
+One reader thread claims batches of clips (keyset order), `concurrency` embedder threads
+merge queued batches into requests as large as the API allows, and one writer thread stores
+the vectors. Queues between the stages are bounded, so memory does not grow with the table.
+The command, the django-q2 tasks and the admin actions all run this; none re-implements it.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from django.db import connection
+
+from embeddings.claims import ClaimedClip, Selection, claim_next, release
+from embeddings.provider import FatalProviderError
+from embeddings.service import BLANK, EmbeddingService
+from embeddings.stats import EmbeddingStats
+from embeddings.writer import EmbeddedClip, record_failures, write_embeddings
+
+logger = logging.getLogger(__name__)
+
+CHANGED = "text changed during the run: the next run embeds the new text"
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    selection: Selection
+    batch_size: int = 50
+    limit: int | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class BackfillProgress:
+    """Counts so far; the final one is the run's summary."""
+
+    total: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    interrupted: bool = False
+    fatal: FatalProviderError | None = None
+    reasons: Counter[str] = field(default_factory=Counter)
+    stats: EmbeddingStats = field(default_factory=EmbeddingStats)
+
+    @property
+    def done(self) -> int:
+        return self.processed + self.skipped + self.failed
+
+    @property
+    def duration(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def exit_code(self) -> int:
+        if self.fatal is not None:
+            return self.fatal.exit_code
+        return 1 if self.failed or self.interrupted else 0
+
+
+class Backfill:
+    """One run of the pipeline. `stop()` (e.g. from a signal) finishes what is in flight."""
+
+    def __init__(
+        self,
+        service: EmbeddingService,
+        options: BackfillOptions,
+        *,
+        run_id: int | None,
+        on_progress: Callable[[BackfillProgress], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.options = options
+        self.run_id = None if options.dry_run else run_id
+        self.on_progress = on_progress or (lambda progress: None)
+        self.progress = BackfillProgress()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        # The reader claims a request's worth of batches per statement; two such windows
+        # queued keep the embedders busy, and bound memory whatever the table's size.
+        self._window = options.batch_size * max(1, service.limits.max_inputs // options.batch_size)
+        self._to_embed: queue.Queue = queue.Queue(maxsize=2 * self._window // options.batch_size)
+        self._to_write: queue.Queue = queue.Queue(maxsize=2)
+        self._total: int | None = None
+
+    def count(self) -> int:
+        """How many clips the run selects (counted once)."""
+        if self._total is None:
+            total = self.options.selection.queryset().count()
+            limit = self.options.limit
+            self._total = min(total, limit) if limit is not None else total
+        return self._total
+
+    def stop(self) -> None:
+        self.progress.interrupted = True
+        self._stop.set()
+
+    def run(self) -> BackfillProgress:
+        self.progress.total = self.count()
+        embedders = [
+            threading.Thread(target=self._embed_loop, name=f"embedder-{i}", daemon=True)
+            for i in range(self.service.concurrency)
+        ]
+        stages = [threading.Thread(target=self._read_loop, name="reader", daemon=True)]
+        stages += embedders
+        stages.append(threading.Thread(target=self._write_loop, name="writer", daemon=True))
+        for thread in stages:
+            thread.start()
+        for thread in embedders:
+            thread.join()
+        self._to_write.put(_DONE)
+        for thread in stages:
+            thread.join()
+        self.progress.finished = time.monotonic()
+        return self.progress
+
+    def _read_loop(self) -> None:
+        try:
+            cursor, taken = 0, 0
+            limit = self.options.limit
+            while not self._stop.is_set() and (limit is None or taken < limit):
+                size = self._window if limit is None else min(self._window, limit - taken)
+                clips, next_cursor = claim_next(
+                    self.options.selection, after_id=cursor, limit=size, run_id=self.run_id
+                )
+                if next_cursor is None:
+                    break
+                cursor = next_cursor
+                taken += len(clips)
+                batch = self.options.batch_size
+                for start in range(0, len(clips), batch):
+                    self._to_embed.put(clips[start : start + batch])
+        except Exception as err:
+            logger.error("reading clips failed: %s", err)
+            self._fail_fatally(FatalProviderError(f"reading clips failed: {err}", exit_code=1))
+        finally:
+            for _ in range(self.service.concurrency):
+                self._to_embed.put(_DONE)
+            connection.close()
+
+    def _embed_loop(self) -> None:
+        try:
+            for batches in self._requests():
+                if self._stop.is_set():  # interrupted or failed: only what is in flight finishes
+                    self._release(batches)
+                    continue
+                try:
+                    self._embed(batches)
+                except Exception as err:
+                    logger.exception("embedding a batch failed unexpectedly")
+                    self._fail_fatally(FatalProviderError(f"embedding failed: {err}", exit_code=1))
+                    self._release(batches)
+        finally:
+            connection.close()
+
+    def _requests(self) -> Iterator[list[list[ClaimedClip]]]:
+        """Groups of queued batches, each as large as one request may be, until this
+        embedder takes its end marker. A batch that does not fit waits for the next group
+        in this embedder: put back on the queue, it could land behind the end markers."""
+        carry: list[ClaimedClip] | None = None
+        finished = False
+        limit = self.service.limits.max_inputs
+        while carry is not None or not finished:
+            if carry is None:
+                first = self._to_embed.get()
+                if first is _DONE:
+                    return
+            else:
+                first, carry = carry, None
+            batches, size = [first], len(first)
+            while not finished and size < limit:
+                try:
+                    more = self._to_embed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _DONE:
+                    finished = True
+                elif size + len(more) > limit:
+                    carry = more
+                    break
+                else:
+                    batches.append(more)
+                    size += len(more)
+            yield batches
+
+    def _embed(self, batches: list[list[ClaimedClip]]) -> None:
+        clips = [clip for batch in batches for clip in batch]
+        try:
+            result = self.service.embed([clip.text for clip in clips])
+        except FatalProviderError as err:
+            self._fail_fatally(err)
+            self._release(batches)
+            return
+        with self._lock:
+            self.progress.stats.add(result.stats)
+        # The batches of one request are written together: one transaction, one COPY.
+        embedded = [
+            EmbeddedClip(clip.id, clip.text_hash, vector)
+            for clip, vector in zip(clips, result.vectors, strict=True)
+            if vector is not None
+        ]
+        errors = {clips[position].id: reason for position, reason in result.errors.items()}
+        self._to_write.put((embedded, errors))
+
+    def _write_loop(self) -> None:
+        try:
+            while (item := self._to_write.get()) is not _DONE:
+                if self.progress.fatal is not None:
+                    continue  # keep draining so the embedders never block on a full queue
+                try:
+                    self._write(*item)
+                except Exception as err:
+                    logger.error("writing embeddings failed: %s", err)
+                    self._fail_fatally(
+                        FatalProviderError(f"writing to the database failed: {err}", exit_code=1)
+                    )
+        finally:
+            connection.close()
+
+    def _write(self, embedded: list[EmbeddedClip], errors: dict[int, str]) -> None:
+        model, dims = self.options.selection.model, self.options.selection.dimensions
+        if self.options.dry_run:
+            written = {clip.id for clip in embedded}
+        else:
+            written = write_embeddings(embedded, model=model, dimensions=dims, run_id=self.run_id)
+            record_failures(errors, run_id=self.run_id)
+        changed = [clip.id for clip in embedded if clip.id not in written]
+        release(changed, self.run_id)
+        with self._lock:
+            p = self.progress
+            p.processed += len(written)
+            blanks = sum(1 for reason in errors.values() if reason == BLANK)
+            p.skipped += blanks + len(changed)
+            p.failed += len(errors) - blanks
+            p.reasons.update(errors.values())
+            p.reasons.update([CHANGED] * len(changed))
+        self.on_progress(self.progress)
+
+    def _fail_fatally(self, error: FatalProviderError) -> None:
+        with self._lock:
+            if self.progress.fatal is None:
+                self.progress.fatal = error
+        self._stop.set()
+
+    def _release(self, batches: list[list[ClaimedClip]]) -> None:
+        """Free claims early; if the database is gone, the run's lease frees them anyway."""
+        try:
+            release([clip.id for batch in batches for clip in batch], self.run_id)
+        except Exception:
+            logger.warning("could not release claims; they lapse with this run's lease")

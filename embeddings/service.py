@@ -1,0 +1,264 @@
+"""The embedding service: texts in, vectors out, at the lowest cost the limits allow.
+
+Order of work for one call: drop blanks, truncate over-long texts, send each distinct text
+at most once, serve what the cache holds, pack the rest into few large requests, keep several
+requests in flight under the shared rate limiter, retry what is worth retrying (tenacity, one
+layer), split a request around an input the server refuses, cache what comes back.
+"""
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from embeddings.cache import EmbeddingCache
+from embeddings.conf import EmbeddingSettings
+from embeddings.packing import pack_requests
+from embeddings.provider import (
+    EmbeddingProvider,
+    FatalProviderError,
+    InputRejected,
+    ProviderResponse,
+    RetryableError,
+)
+from embeddings.rate_limiter import RateLimiter, UnlimitedRateLimiter, build_rate_limiter
+from embeddings.stats import EmbeddingStats
+from embeddings.tokens import estimate_tokens, truncate_to_tokens
+
+logger = logging.getLogger(__name__)
+
+BLANK = "blank text: nothing to embed"
+
+
+@dataclass
+class EmbedResult:
+    """Per input position: its vector, or the reason it has none."""
+
+    vectors: list[np.ndarray | None]
+    errors: dict[int, str]
+    stats: EmbeddingStats = field(default_factory=EmbeddingStats)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_inputs: int = 2048
+    max_tokens: int = 300_000
+    max_tokens_per_input: int = 8192
+
+
+class EmbeddingService:
+    def __init__(
+        self,
+        provider: EmbeddingProvider,
+        *,
+        cache: EmbeddingCache | None,
+        limiter: RateLimiter,
+        limits: RequestLimits = RequestLimits(),
+        concurrency: int = 4,
+        max_retries: int = 6,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.provider = provider
+        self.cache = cache
+        self.limiter = limiter
+        self.limits = limits
+        self.max_retries = max_retries
+        self.backoff_max = backoff_max
+        self.concurrency = concurrency
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="embed")
+
+    def cache_description(self) -> str:
+        return self.cache.describe() if self.cache else "off"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def embed(self, texts: Sequence[str], *, use_cache: bool = True) -> EmbedResult:
+        """Vectors for `texts`; a FatalProviderError (bad key, no quota...) propagates."""
+        stats = EmbeddingStats()
+        errors: dict[int, str] = {}
+        wanted: dict[str, list[int]] = {}
+        for position, text in enumerate(texts):
+            if not text or not text.strip():
+                errors[position] = BLANK
+                stats.failures[BLANK] += 1
+                continue
+            sendable = truncate_to_tokens(text, self.limits.max_tokens_per_input)
+            if sendable != text:
+                stats.truncated += 1
+            wanted.setdefault(sendable, []).append(position)
+
+        found = self.cache.get_many(wanted) if self.cache and use_cache else {}
+        stats.cache_hits = sum(len(wanted[t]) for t in found)
+        missing = [t for t in wanted if t not in found]
+        stats.cache_misses = sum(len(wanted[t]) for t in missing)
+
+        fresh, failed = self._embed_uncached(missing, stats)
+        if self.cache and fresh:
+            self.cache.set_many(fresh)
+        found.update(fresh)
+
+        vectors: list[np.ndarray | None] = [None] * len(texts)
+        for text, positions in wanted.items():
+            for position in positions:
+                if text in found:
+                    vectors[position] = found[text]
+                else:
+                    errors[position] = failed[text]
+                    stats.failures[failed[text]] += 1
+        return EmbedResult(vectors=vectors, errors=errors, stats=stats)
+
+    def _embed_uncached(
+        self, texts: list[str], stats: EmbeddingStats
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        groups = list(
+            pack_requests(
+                texts, max_inputs=self.limits.max_inputs, max_tokens=self.limits.max_tokens
+            )
+        )
+        vectors: dict[str, np.ndarray] = {}
+        failed: dict[str, str] = {}
+        lock = threading.Lock()
+
+        def run(group: list[str], tokens: int) -> None:
+            local = EmbeddingStats()
+            got, bad = self._embed_splitting(group, tokens, local)
+            with lock:
+                vectors.update(got)
+                failed.update(bad)
+                stats.add(local)
+
+        if len(groups) == 1:
+            run(*groups[0])
+        else:
+            for future in [self._pool.submit(run, g, t) for g, t in groups]:
+                future.result()
+        return vectors, failed
+
+    def _embed_splitting(
+        self, texts: list[str], tokens: int, stats: EmbeddingStats
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Embed one packed group; around a refused input, embed the rest without it."""
+        try:
+            response = self._send_with_retries(texts, tokens, stats)
+        except InputRejected as err:
+            if len(texts) == 1:
+                return {}, {texts[0]: f"rejected by the API: {err}"}
+            if err.index is not None and 0 <= err.index < len(texts):
+                rest = texts[: err.index] + texts[err.index + 1 :]
+                got, bad = self._embed_splitting(rest, _estimate(rest), stats)
+                bad[texts[err.index]] = f"rejected by the API: {err}"
+                return got, bad
+            middle = len(texts) // 2
+            got, bad = self._embed_splitting(texts[:middle], _estimate(texts[:middle]), stats)
+            more, worse = self._embed_splitting(texts[middle:], _estimate(texts[middle:]), stats)
+            return got | more, bad | worse
+        except RetryableError as err:
+            return {}, dict.fromkeys(texts, f"gave up after {self.max_retries} retries: {err}")
+        return dict(zip(texts, response.vectors, strict=True)), {}
+
+    def _send_with_retries(
+        self, texts: list[str], tokens: int, stats: EmbeddingStats
+    ) -> ProviderResponse:
+        backoff = wait_random_exponential(multiplier=0.5, max=self.backoff_max)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(error, "retry_after", None) or 0.0
+            return max(retry_after, backoff(state))
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            stats.retries += 1
+            if isinstance(error, RetryableError) and error.rate_limited and error.retry_after:
+                self.limiter.pause(error.retry_after)  # every process waits, not just this one
+            logger.info("retrying a request of %d texts: %s", len(texts), error)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(self._send, texts, tokens, stats)
+
+    def _send(self, texts: list[str], tokens: int, stats: EmbeddingStats) -> ProviderResponse:
+        stats.rate_wait_seconds += self.limiter.acquire(tokens)
+        stats.requests += 1
+        try:
+            response = self.provider.embed(texts)
+        except RetryableError as err:
+            stats.rate_limited += err.rate_limited
+            raise
+        stats.inputs += len(texts)
+        stats.tokens += response.prompt_tokens or tokens
+        self.limiter.observe(response.remaining_requests, response.remaining_tokens)
+        return response
+
+
+def _estimate(texts: list[str]) -> int:
+    return sum(estimate_tokens(t) for t in texts)
+
+
+def build_embedding_service(
+    config: EmbeddingSettings, *, concurrency: int | None = None
+) -> EmbeddingService:
+    """The service as configured: provider, `embeddings` cache alias, limiter."""
+    from django.core.cache import caches
+
+    provider: EmbeddingProvider
+    if config.provider == "openai":
+        from embeddings.openai_provider import OpenAIProvider
+
+        provider = OpenAIProvider(
+            api_key=config.api_key,
+            base_url=config.base_url,
+            model=config.model,
+            dimensions=config.dimensions,
+            send_dimensions=config.send_dimensions,
+            timeout=config.request_timeout,
+        )
+        limiter = build_rate_limiter(
+            redis_url=config.redis_url,
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
+        )
+        max_tokens = min(config.max_tokens_per_request, config.tokens_per_minute)
+    elif config.provider == "local":
+        from embeddings.local_provider import LocalProvider
+
+        provider = LocalProvider(model=config.model, dimensions=config.dimensions)
+        limiter = UnlimitedRateLimiter()  # no account to protect
+        concurrency = 1  # the model already uses every core
+        max_tokens = config.max_tokens_per_request
+    else:
+        raise FatalProviderError(
+            f"EMBEDDING_PROVIDER={config.provider!r} is not supported: use openai or local"
+        )
+    cache = EmbeddingCache(
+        caches["embeddings"], model=config.model, dimensions=config.dimensions, ttl=config.cache_ttl
+    )
+    return EmbeddingService(
+        provider,
+        cache=cache,
+        limiter=limiter,
+        limits=RequestLimits(
+            max_inputs=config.max_inputs_per_request,
+            # A request bigger than the TPM could never be granted, so it would never go.
+            max_tokens=max_tokens,
+            max_tokens_per_input=config.max_tokens_per_input,
+        ),
+        concurrency=concurrency or config.concurrency,
+        max_retries=config.max_retries,
+    )

@@ -1,0 +1,66 @@
+"""`make bench`: the embedding pipeline's numbers (issues 3 and 4), printed as a table.
+
+Runs every scenario of `scenarios.py` against a dedicated database (`bench_clips`, dropped at
+the end) on the embedded PostgreSQL (or DATABASE_URL's server) and the test OpenAI server in a
+subprocess; Redis keys it creates are deleted by this run's marker. Progress goes to stderr.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import uuid
+
+from tests.benchmarks.environment import BenchDatabase, machine_lines, server_url
+from tests.benchmarks.report import check_lines, result_table
+from tests.benchmarks.scenarios import FULL, QUICK, SCENARIOS, Bench, Outcome
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: check the harness")
+    parser.add_argument(
+        "--only", nargs="+", choices=[s.__name__ for s in SCENARIOS], help="run just these"
+    )
+    parser.add_argument(
+        "--search-dimensions", type=int, help="vector size of the 1M-clip search latency run (64)"
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.search_dimensions:
+        sizes = dataclasses.replace(sizes, search_clips_dimensions=args.search_dimensions)
+    started = time.perf_counter()
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    bench = Bench(
+        database=BenchDatabase(server_url()),
+        redis_url=redis_url,
+        marker=f"bench-{uuid.uuid4().hex[:12]}",
+        sizes=sizes,
+    )
+    for line in machine_lines(bench.database, redis_url):
+        print(line, flush=True)
+    total = Outcome()
+    try:
+        for scenario in SCENARIOS:
+            if args.only and scenario.__name__ not in args.only:
+                continue
+            outcome = scenario(bench)
+            total.results += outcome.results
+            total.checks += outcome.checks
+    finally:
+        bench.database.drop()
+        bench.forget_cache()
+    print()
+    print("\n".join(result_table(total.results)))
+    print()
+    print("Targets")
+    print("\n".join(check_lines(total.checks)))
+    print(f"\nBenchmark wall time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,358 @@
+"""The measured scenarios of issues 3 and 4; each returns its results and target checks.
+
+Every backfill starts from a freshly created and migrated database holding demo clips without
+vectors, and from a cold embedding cache (a model name no earlier run used: the cache key
+includes the model, and the test server accepts any name). Rates are clips actually stored
+per second of the subprocess's wall time (start-up included, as a user sees it).
+"""
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tests.benchmarks.environment import (
+    BenchDatabase,
+    LoadedClips,
+    OpenAITestServer,
+    delete_redis_keys,
+    openai_test_server,
+)
+from tests.benchmarks.measure import Measured, manage_py, run_measured
+
+DIMENSIONS = 768
+CONCURRENCY = 4  # the project's default EMBEDDING_CONCURRENCY; the reference gets the same
+LATENCIES_MS = (0, 300)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    service_texts: int = 20_000
+    end_to_end_clips: int = 20_000
+    end_to_end_repeats: int = 3
+    index_mode_clips: int = 20_000
+    memory_clips: tuple[int, int] = (10_000, 100_000)
+    search_vectors: int = 20_000  # recall@10, at 768 dimensions
+    search_clips: int = 1_000_000  # latency
+    search_clips_dimensions: int = 64  # see tests/benchmarks/search.py for why not 768
+    search_queries: int = 100
+    local_texts: int = 2_000
+
+
+FULL = Sizes()
+# `--quick`: a smoke run of the harness
+QUICK = Sizes(2_000, 2_000, 1, 2_000, (1_000, 10_000), 2_000, 20_000, 64, 20, 200)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measured run: `items` texts or clips in `seconds` of wall time."""
+
+    section: str
+    name: str
+    items: int
+    unit: str
+    seconds: float
+    peak_rss_mib: float | None = None
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds if self.seconds else 0.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    target: str
+    met: bool
+
+
+@dataclass
+class Outcome:
+    results: list[Result] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    def require_complete(self, run: str, stored: int, expected: int) -> None:
+        """A run that left live clips without a vector is a failure, whatever it reported."""
+        if stored != expected:
+            self.checks.append(
+                Check(f"{run}: clips stored / live", stored / expected, "= 1.00", False)
+            )
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every scenario needs: the database, Redis, this run's unique marker, the sizes."""
+
+    database: BenchDatabase
+    redis_url: str
+    marker: str
+    sizes: Sizes = FULL
+
+    def env(self, server: OpenAITestServer, scenario: str) -> dict[str, str]:
+        """Settings for a subprocess: the bench database, a cold cache, limits that never bind."""
+        return {
+            "DATABASE_URL": self.database.url,
+            "REDIS_URL": self.redis_url,
+            "OPENAI_API_KEY": "bench-not-a-real-key",
+            "OPENAI_BASE_URL": server.base_url,
+            "EMBEDDING_ENABLED": "true",
+            "EMBEDDING_PROVIDER": "openai",
+            "EMBEDDING_MODEL": f"{self.marker}-{scenario}",
+            "EMBEDDING_DIMENSIONS": str(DIMENSIONS),
+            "EMBEDDING_SEND_DIMENSIONS": "true",
+            "EMBEDDING_REQUESTS_PER_MINUTE": "10000000",
+            "EMBEDDING_TOKENS_PER_MINUTE": "10000000000",
+            "EMBEDDING_MAX_INPUTS_PER_REQUEST": "2048",
+            "EMBEDDING_MAX_TOKENS_PER_REQUEST": "300000",
+            "EMBEDDING_CONCURRENCY": str(CONCURRENCY),
+        }
+
+    def forget_cache(self) -> None:
+        delete_redis_keys(self.redis_url, self.marker)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One backfill (the command or the reference) and what it left in the database."""
+
+    measured: Measured
+    clips: LoadedClips
+    stored: int
+    pipeline_seconds: float
+    requests: int
+
+    def result(self, section: str, name: str, note: str = "") -> Result:
+        detail = f"pipeline {self.pipeline_seconds:.1f}s, {self.requests} requests"
+        return Result(
+            section,
+            name,
+            self.stored,
+            "clips",
+            self.measured.seconds,
+            self.measured.peak_rss_mib,
+            f"{detail}{', ' + note if note else ''}",
+        )
+
+
+def say(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def _requests(server: OpenAITestServer) -> int:
+    count = server.stats()["requests"]
+    server.reset()
+    return count
+
+
+def run_command(
+    bench: Bench, server: OpenAITestServer, scenario: str, clips: LoadedClips, *flags: str
+) -> PipelineRun:
+    """`manage.py backfill_embeddings --json [flags]` as a subprocess, with default settings."""
+    measured = run_measured(
+        manage_py("backfill_embeddings", "--json", *flags), env=bench.env(server, scenario)
+    ).check("backfill_embeddings")
+    bench.forget_cache()
+    return PipelineRun(
+        measured,
+        clips,
+        stored=bench.database.embedded_live_clips(),
+        pipeline_seconds=measured.json()["duration_seconds"],
+        requests=_requests(server),
+    )
+
+
+def run_reference(
+    bench: Bench, server: OpenAITestServer, scenario: str, clips: LoadedClips
+) -> PipelineRun:
+    argv = [sys.executable, "-m", "tests.benchmarks.reference_pipeline"]
+    argv += ["--database-url", bench.database.url, "--base-url", server.base_url]
+    argv += ["--model", f"{bench.marker}-{scenario}", "--dimensions", str(DIMENSIONS)]
+    argv += ["--concurrency", str(CONCURRENCY)]
+    measured = run_measured(argv, env={}).check("reference_pipeline")
+    return PipelineRun(
+        measured,
+        clips,
+        stored=bench.database.embedded_live_clips(),
+        pipeline_seconds=measured.json()["seconds"],
+        requests=_requests(server),
+    )
+
+
+def _fastest(runs: Sequence[PipelineRun]) -> tuple[PipelineRun, str]:
+    """The fastest of repeated runs, and the spread of wall times to show next to it."""
+    best = min(runs, key=lambda run: run.measured.seconds)
+    if len(runs) == 1:
+        return best, ""
+    times = sorted(run.measured.seconds for run in runs)
+    return best, f"best of {len(runs)} ({times[0]:.1f}-{times[-1]:.1f}s)"
+
+
+def service_alone(bench: Bench) -> Outcome:
+    """Issue 3: texts/s of EmbeddingService, cold cache, at each server latency."""
+    outcome = Outcome()
+    texts = bench.sizes.service_texts
+    for latency in LATENCIES_MS:
+        say(f"service alone, {texts:,} texts, {latency} ms")
+        with openai_test_server(latency) as server:
+            argv = [sys.executable, "-m", "tests.benchmarks.service_throughput"]
+            run = run_measured(
+                [*argv, "--texts", str(texts)], env=bench.env(server, f"svc{latency}")
+            ).check("service_throughput")
+            summary = run.json()
+            requests = _requests(server)
+        bench.forget_cache()
+        outcome.require_complete(f"service, {latency} ms", summary["embedded"], texts)
+        outcome.results.append(
+            Result(
+                "1 service",
+                f"EmbeddingService.embed, {latency} ms",
+                summary["embedded"],
+                "texts",
+                summary["seconds"],
+                run.peak_rss_mib,
+                f"{requests} requests, one embed() call (process wall {run.seconds:.1f}s)",
+            )
+        )
+    return outcome
+
+
+def end_to_end(bench: Bench) -> Outcome:
+    """Issue 4: the command against the minimal reference pipeline, no HNSW index."""
+    outcome = Outcome()
+    count, repeats = bench.sizes.end_to_end_clips, bench.sizes.end_to_end_repeats
+    for latency in LATENCIES_MS:
+        commands: list[PipelineRun] = []
+        references: list[PipelineRun] = []
+        with openai_test_server(latency) as server:
+            for attempt in range(repeats):
+                say(f"backfill_embeddings vs reference, {count:,} clips, {latency} ms, #{attempt}")
+                clips = bench.database.prepare(count, hnsw_index=False)
+                commands.append(run_command(bench, server, f"e2e{latency}-{attempt}", clips))
+                clips = bench.database.prepare(count, hnsw_index=False)
+                references.append(run_reference(bench, server, f"ref{latency}-{attempt}", clips))
+        for run in commands + references:
+            name = "command" if run in commands else "reference"
+            outcome.require_complete(f"{name}, {latency} ms", run.stored, run.clips.live)
+        command, command_spread = _fastest(commands)
+        reference, reference_spread = _fastest(references)
+        outcome.results += [
+            command.result("2 end to end", f"backfill_embeddings, {latency} ms", command_spread),
+            reference.result("2 end to end", f"reference pipeline, {latency} ms", reference_spread),
+        ]
+        ratio = (command.stored / command.measured.seconds) / (
+            reference.stored / reference.measured.seconds
+        )
+        outcome.checks.append(
+            Check(f"command / reference clips/s, {latency} ms", ratio, ">= 0.70", ratio >= 0.70)
+        )
+    return outcome
+
+
+def index_modes(bench: Bench) -> Outcome:
+    """Issue 4: with the HNSW index present, --rebuild-index against writing through it."""
+    outcome = Outcome()
+    count = bench.sizes.index_mode_clips
+    results: dict[str, Result] = {}
+    with openai_test_server(0) as server:
+        for mode, flags in (("rebuild", ["--rebuild-index"]), ("live", [])):
+            say(f"backfill_embeddings, {count:,} clips, HNSW index {mode}")
+            clips = bench.database.prepare(count, hnsw_index=True)
+            run = run_command(bench, server, f"index-{mode}", clips, *flags)
+            if not bench.database.hnsw_index_exists():
+                raise RuntimeError(f"the HNSW index is missing after the {mode} run")
+            outcome.require_complete(f"index {mode}", run.stored, clips.live)
+            results[mode] = run.result("3 index modes", f"backfill_embeddings, index {mode}")
+    outcome.results += [results["rebuild"], results["live"]]
+    speedup = results["rebuild"].rate / results["live"].rate
+    outcome.checks.append(Check("--rebuild-index speed-up", speedup, ">= 3.0", speedup >= 3.0))
+    return outcome
+
+
+def peak_memory(bench: Bench) -> Outcome:
+    """Issue 4: peak RSS of the command at a small and a large table; the loader's time."""
+    outcome = Outcome()
+    small, large = bench.sizes.memory_clips
+    peaks: list[float] = []
+    with openai_test_server(0) as server:
+        for count in (small, large):
+            say(f"backfill_embeddings, {count:,} clips, peak memory")
+            clips = bench.database.prepare(count, hnsw_index=False)
+            run = run_command(bench, server, f"memory{count}", clips)
+            outcome.require_complete(f"{count:,} clips", run.stored, clips.live)
+            outcome.results.append(
+                run.result("4 peak memory", f"backfill_embeddings, {count:,} clips")
+            )
+            peaks.append(run.measured.peak_rss_mib)
+    outcome.results.append(
+        Result(
+            "5 demo loader",
+            "load_demo_clips (COPY)",
+            clips.loaded,
+            "clips",
+            clips.loader_seconds,
+            note="time the command reports",
+        )
+    )
+    ratio = peaks[1] / peaks[0]
+    outcome.checks.append(
+        Check(f"peak RSS {large:,} / {small:,} clips", ratio, "<= 1.20", ratio <= 1.20)
+    )
+    return outcome
+
+
+def admin_coverage_page(bench: Bench) -> Outcome:
+    """Issue 6: the coverage page on 1,000,000 clips (tests/benchmarks/search.py)."""
+    from tests.benchmarks.search import admin_coverage_page as measure
+
+    return measure(bench)
+
+
+def local_provider(bench: Bench) -> Outcome:
+    """Issue 9: clips/s of the local all-MiniLM-L6-v2 model on this machine's CPU."""
+    outcome = Outcome()
+    texts = bench.sizes.local_texts
+    say(f"local provider, {texts:,} texts")
+    with openai_test_server(0) as server:  # unused by the local provider; env() wants one
+        env = bench.env(server, "local") | {
+            "EMBEDDING_PROVIDER": "local",
+            "EMBEDDING_MODEL": "all-MiniLM-L6-v2",
+            "EMBEDDING_DIMENSIONS": "384",
+        }
+        argv = [sys.executable, "-m", "tests.benchmarks.service_throughput"]
+        run = run_measured([*argv, "--texts", str(texts), "--no-cache"], env=env).check(
+            "service_throughput (local)"
+        )
+    summary = run.json()
+    outcome.require_complete("local provider", summary["embedded"], texts)
+    outcome.results.append(
+        Result(
+            "8 local",
+            "all-MiniLM-L6-v2 on the CPU, cache off",
+            summary["embedded"],
+            "texts",
+            summary["seconds"],
+            run.peak_rss_mib,
+            f"384 dimensions, torch CPU (process wall {run.seconds:.1f}s, model load included)",
+        )
+    )
+    return outcome
+
+
+def semantic_search(bench: Bench) -> Outcome:
+    """Issue 8: recall@10 of the HNSW path and search latency (tests/benchmarks/search.py)."""
+    from tests.benchmarks.search import semantic_search as measure
+
+    return measure(bench)
+
+
+SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
+    service_alone,
+    end_to_end,
+    index_modes,
+    peak_memory,
+    semantic_search,
+    admin_coverage_page,
+    local_provider,
+)

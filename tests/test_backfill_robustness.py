@@ -1,0 +1,210 @@
+"""Runs that overlap, die, get interrupted or meet bad clips: nothing wrong is ever stored."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.db import connection, connections
+
+from embeddings.models import Clip, EmbeddingClaim
+from tests.openai_server import expected_vector
+from tests.test_backfill_command import backfill, make_clips
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_backfill(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "backfill_embeddings", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def backfill_then_disconnect(*args: str) -> None:
+    try:
+        backfill(*args)
+    finally:
+        connections.close_all()
+
+
+def a_later_run_finishes_the_job(env: dict[str, str], server) -> None:
+    """The promise after any failure: a plain run leaves every live clip right."""
+    server.update_faults(latency_ms=0)
+    code, output = finish(start_backfill(env))
+    assert code == 0, output
+    assert_every_live_clip_right(env["EMBEDDING_MODEL"])
+
+
+def assert_every_live_clip_right(model: str) -> None:
+    texts = dict(Clip.objects.live().with_text().values_list("id", "text"))
+    for clip in Clip.objects.live():
+        assert clip.embedding is not None, f"clip {clip.id} has no vector"
+        assert clip.embedding_model == model
+        assert clip.embedding_text_hash == clip.text_hash
+        np.testing.assert_allclose(
+            np.asarray(clip.embedding), expected_vector(texts[clip.id], 768), rtol=1e-6
+        )
+
+
+def test_two_runs_started_together_share_the_work(command_env, openai_server):
+    make_clips(600)
+    openai_server.update_faults(latency_ms=100)
+
+    first = start_backfill(command_env, "-batch", "20", "--concurrency", "2")
+    second = start_backfill(command_env, "-batch", "20", "--concurrency", "2")
+    (code1, out1), (code2, out2) = finish(first), finish(second)
+
+    assert (code1, code2) == (0, 0), out1 + out2
+    assert_every_live_clip_right(command_env["EMBEDDING_MODEL"])
+    assert openai_server.stats.duplicates == 0
+    assert sum(openai_server.stats.texts.values()) == 600
+
+
+def test_a_run_killed_with_sigkill_is_finished_by_the_next_run(command_env, openai_server):
+    make_clips(400)
+    openai_server.update_faults(latency_ms=150)
+    small_requests = {**command_env, "EMBEDDING_MAX_INPUTS_PER_REQUEST": "10"}
+    victim = start_backfill(small_requests, "-batch", "10", "--concurrency", "2")
+    wait_for(lambda: openai_server.stats.ok >= 2)
+
+    victim.kill()
+    victim.wait()
+    assert Clip.objects.filter(embedding__isnull=True).exists()
+    a_later_run_finishes_the_job(command_env, openai_server)
+
+
+def test_sigterm_finishes_the_batches_in_flight_prints_the_summary_and_exits_1(
+    command_env, openai_server
+):
+    make_clips(300)
+    openai_server.update_faults(latency_ms=300)
+    env = {**command_env, "EMBEDDING_MAX_INPUTS_PER_REQUEST": "20"}
+    process = start_backfill(env, "-batch", "10", "--concurrency", "1")
+    wait_for(lambda: openai_server.stats.requests >= 1)
+
+    process.send_signal(signal.SIGTERM)
+    code, output = finish(process)
+
+    assert code == 1, output
+    assert "Backfill Summary" in output
+    assert "Interrupted" in output
+    written = Clip.objects.filter(embedding__isnull=False).count()
+    assert 0 < written < 300
+    a_later_run_finishes_the_job(command_env, openai_server)
+
+
+def test_a_title_edited_while_its_batch_is_in_flight_never_gets_the_old_vector(
+    embedding_config, openai_server
+):
+    embedding_config()
+    clips = make_clips(5)
+    edited = clips[2]
+    openai_server.update_faults(latency_ms=800)
+    run = threading.Thread(target=backfill_then_disconnect, args=("-batch", "50"))
+    run.start()
+    wait_for(EmbeddingClaim.objects.exists)  # the batch is claimed, its text read next
+    time.sleep(0.2)  # the request is now waiting on the server's 800 ms
+
+    Clip.objects.filter(pk=edited.pk).update(title="A completely different title")
+    run.join()
+
+    clip = Clip.objects.get(pk=edited.pk)
+    assert clip.embedding is None, "the old title's vector was stored"
+    openai_server.update_faults(latency_ms=0)
+    backfill()
+    clip = Clip.objects.with_text().get(pk=edited.pk)
+    assert "A completely different title" in clip.text
+    np.testing.assert_allclose(
+        np.asarray(clip.embedding), expected_vector(clip.text, 768), rtol=1e-6
+    )
+
+
+def test_a_clip_the_api_refuses_is_recorded_and_retried_by_the_next_run(command_env, openai_server):
+    make_clips(50)
+    Clip.objects.filter(twitch_clip_id="clip-7").update(title="POISON clip")
+    openai_server.update_faults(bad_input_marker="POISON")
+
+    code, output = finish(start_backfill(command_env))
+
+    assert code == 1, output
+    assert "Failed: 1" in output
+    bad = Clip.objects.get(twitch_clip_id="clip-7")
+    assert bad.embedding is None
+    assert "rejected" in bad.embedding_error
+    assert bad.embedding_attempts == 1
+    assert Clip.objects.filter(embedding__isnull=False).count() == 49
+
+    openai_server.update_faults(bad_input_marker=None)
+    code, output = finish(start_backfill(command_env))
+    assert code == 0, output
+    assert "Processed: 1" in output
+    bad.refresh_from_db()
+    assert bad.embedding is not None and bad.embedding_error is None
+
+
+@pytest.mark.parametrize(
+    "args", [["-batch", "0"], ["-batch", "-5"], ["-batch", "999999"], ["--no-such-flag"]]
+)
+def test_bad_flags_are_usage_errors_with_exit_2(command_env, args):
+    code, output = finish(start_backfill(command_env, *args))
+
+    assert code == 2, output
+    assert "usage" in output.lower() or "--batch must be" in output
+
+
+def test_the_api_key_never_appears_in_output(command_env, openai_server):
+    make_clips(5)
+    secret = "sk-proj.RECOGNISABLE.secret.KEY1234567890"
+    env = {**command_env, "OPENAI_API_KEY": secret}
+    openai_server.update_faults(unauthorized=True)
+
+    code, output = finish(start_backfill(env, "-v", "3"))
+
+    assert code == 2, output
+    assert "OPENAI_API_KEY" in output
+    assert secret not in output
+    assert os.environ.get("OPENAI_API_KEY") != secret
+
+
+def test_losing_the_database_mid_run_fails_cleanly_and_the_next_run_finishes(
+    command_env, openai_server
+):
+    make_clips(300)
+    openai_server.update_faults(latency_ms=400)
+    env = {**command_env, "EMBEDDING_MAX_INPUTS_PER_REQUEST": "20"}
+    process = start_backfill(env, "-batch", "10", "--concurrency", "1")
+    wait_for(lambda: openai_server.stats.ok >= 1)
+
+    with connection.cursor() as cursor:  # what a PostgreSQL restart does to the run
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    code, output = finish(process)
+
+    assert code in (1, 2), output
+    assert "Traceback" not in output
+    a_later_run_finishes_the_job(command_env, openai_server)
