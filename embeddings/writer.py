@@ -6,6 +6,7 @@ through the raw psycopg connection with pgvector's adapters was measured ~20x fa
 embedded, so a title edited while its batch was in flight never gets the old title's vector.
 """
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +14,8 @@ import numpy as np
 from django.db import connection, transaction
 from pgvector.psycopg import register_vector
 
-_REGISTERED: set[int] = set()
+# Keyed by the connection object itself: an id() is reused once a closed connection is freed.
+_REGISTERED: weakref.WeakSet = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -24,16 +26,21 @@ class EmbeddedClip:
 
 
 def _raw_connection():
+    """The psycopg connection with pgvector's adapters and the session's staging table.
+
+    The table is created (if missing) inside every write's transaction: a rolled-back
+    transaction takes a table it created with it, so remembering "created" would be wrong.
+    """
     connection.ensure_connection()
     raw = connection.connection
-    if id(raw) not in _REGISTERED:
+    if raw not in _REGISTERED:
         register_vector(raw)
-        _REGISTERED.add(id(raw))
-        with raw.cursor() as cur:
-            cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS embedding_writes "
-                "(id bigint, embedding vector, text_hash text) ON COMMIT DELETE ROWS"
-            )
+        _REGISTERED.add(raw)
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS embedding_writes "
+            "(id bigint, embedding vector, text_hash text) ON COMMIT DELETE ROWS"
+        )
     return raw
 
 

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 from django.db import connection, connections
 
 from embeddings.models import Clip, EmbeddingClaim
+from embeddings.writer import EmbeddedClip, write_embeddings
 from tests.openai_server import expected_vector
 from tests.test_backfill_command import backfill, make_clips
 
@@ -208,3 +210,30 @@ def test_losing_the_database_mid_run_fails_cleanly_and_the_next_run_finishes(
     assert code in (1, 2), output
     assert "Traceback" not in output
     a_later_run_finishes_the_job(command_env, openai_server)
+
+
+def test_a_write_after_a_failed_write_or_a_new_connection_still_stores_its_vectors():
+    """The writer's staging table must not be assumed: a rollback or a reconnect loses it."""
+    first, second, third = make_clips(3)
+    dims = Clip._meta.get_field("embedding").dimensions
+
+    def embedded(clip: Clip, vector_dims: int = dims) -> EmbeddedClip:
+        hash_ = Clip.objects.with_text().values_list("text_hash", flat=True).get(pk=clip.pk)
+        return EmbeddedClip(clip.pk, hash_, expected_vector(f"clip {clip.pk}", vector_dims))
+
+    with pytest.raises(
+        psycopg.errors.DataException
+    ):  # the wrong length is refused inside the transaction
+        write_embeddings([embedded(first, dims + 1)], model="m", dimensions=dims, run_id=None)
+    assert write_embeddings([embedded(first)], model="m", dimensions=dims, run_id=None) == {
+        first.pk
+    }
+
+    connection.close()
+    written = write_embeddings(
+        [embedded(second), embedded(third)], model="m", dimensions=dims, run_id=None
+    )
+    assert written == {second.pk, third.pk}
+    stored = dict(Clip.objects.values_list("pk", "embedding"))
+    for clip in (first, second, third):
+        assert np.allclose(stored[clip.pk], expected_vector(f"clip {clip.pk}", dims), atol=1e-6)
