@@ -39,6 +39,6 @@ def check_lines(checks: Sequence[Check]) -> list[str]:
     width = max((len(c.name) for c in checks), default=0)
     return [
         f"{c.name.ljust(width)}  {c.value:6.2f}  target {c.target:8}  "
-        f"{'met' if c.met else 'MISSED'}"
+        f"{'info' if c.met is None else 'met' if c.met else 'MISSED'}"
         for c in checks
     ]

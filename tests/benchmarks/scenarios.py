@@ -65,7 +65,7 @@ class Check:
     name: str
     value: float
     target: str
-    met: bool
+    met: bool | None  # None: a number shown for information, with no target to meet
 
 
 @dataclass
