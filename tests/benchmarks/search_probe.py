@@ -6,8 +6,8 @@ post-filters have rows to skip), builds the HNSW index as the model declares it,
 with the project's own search code:
 
 - recall@10 of `nearest_clips` (HNSW, iterative scan) against exact numpy search, for
-  `--queries` query vectors drawn like the data, at EMBEDDING_SEARCH_EF and at 100, and the
-  latency of those database queries;
+  `--queries` query vectors drawn like the data, at EMBEDDING_SEARCH_EF, and the latency of
+  those database queries;
 - latency of `Clip.objects.similar_to(text)` for `--queries` texts whose embeddings are cached
   (a first pass fills the cache through the test server and warms the database);
 - with `--coverage-only`: the render time of the admin coverage page instead (issue 6).
