@@ -214,16 +214,17 @@ def test_losing_the_database_mid_run_fails_cleanly_and_the_next_run_finishes(
 
 def test_a_write_after_a_failed_write_or_a_new_connection_still_stores_its_vectors():
     """The writer's staging table must not be assumed: a rollback or a reconnect loses it."""
-    first, second, third = make_clips(3)
+    make_clips(3)
+    first, second, third = Clip.objects.order_by("pk")  # read back: text_hash is generated
     dims = Clip._meta.get_field("embedding").dimensions
 
     def embedded(clip: Clip, vector_dims: int = dims) -> EmbeddedClip:
-        hash_ = Clip.objects.with_text().values_list("text_hash", flat=True).get(pk=clip.pk)
-        return EmbeddedClip(clip.pk, hash_, expected_vector(f"clip {clip.pk}", vector_dims))
+        return EmbeddedClip(
+            clip.pk, clip.text_hash, expected_vector(f"clip {clip.pk}", vector_dims)
+        )
 
-    with pytest.raises(
-        psycopg.errors.DataException
-    ):  # the wrong length is refused inside the transaction
+    # A vector of the wrong length is refused inside the write's transaction, rolling it back.
+    with pytest.raises(psycopg.errors.DataException):
         write_embeddings([embedded(first, dims + 1)], model="m", dimensions=dims, run_id=None)
     assert write_embeddings([embedded(first)], model="m", dimensions=dims, run_id=None) == {
         first.pk
