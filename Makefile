@@ -15,7 +15,10 @@ DEMO_QUERY ?= insane clutch in Valorant
 HAS_API := $(or $(OPENAI_API_KEY),$(OPENAI_BASE_URL),$(shell grep -sE '^(OPENAI_API_KEY|OPENAI_BASE_URL)=.+' .env))
 DEMO_ENV := $(if $(HAS_API),,EMBEDDING_PROVIDER=local EMBEDDING_MODEL=all-MiniLM-L6-v2 EMBEDDING_DIMENSIONS=384 EMBEDDED_DATABASE_NAME=clip_demo)
 
-.PHONY: install install-local migrate demo test lint format bench soak stop-db clean
+# make serve: the port to listen on (127.0.0.1 only).
+PORT ?= 8000
+
+.PHONY: install install-local migrate demo serve test lint format bench soak stop-db clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,14 +45,25 @@ demo: $(if $(HAS_API),install,install-local)
 	$(DEMO_ENV) $(BIN)/python manage.py backfill_embeddings
 	$(DEMO_ENV) $(BIN)/python manage.py search_clips "$(DEMO_QUERY)" -k 5
 
+# The admin behind gunicorn, styled with DEBUG off (WhiteNoise), and /metrics. The admin user
+# comes from DJANGO_SUPERUSER_USERNAME / _PASSWORD / _EMAIL when they are set.
+serve: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py ensure_superuser
+	@echo "Open http://127.0.0.1:$(PORT)/admin/embeddings/clip/coverage/ (metrics: /metrics)"
+	exec $(BIN)/gunicorn project.wsgi --bind 127.0.0.1:$(PORT) --workers 2 --access-logfile -
+
 test: install-local
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	REDIS_URL=$(TEST_REDIS_URL) $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -1,12 +1,13 @@
-"""App configuration: keeps the django-q2 schedule in step with the settings on migrate."""
+"""App configuration: the settings' system checks, and the django-q2 schedule kept in step with
+the settings on every migrate."""
 
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
 def _register_schedule(sender, **kwargs) -> None:
-    from embeddings.conf import embedding_settings
-    from embeddings.schedule import register_schedule
+    from embeddings.app_settings import embedding_settings
+    from embeddings.tasks import register_schedule
 
     register_schedule(embedding_settings())
 
@@ -17,4 +18,6 @@ class EmbeddingsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from embeddings import checks  # noqa: F401  (registers the system checks)
+
         post_migrate.connect(_register_schedule, sender=self)

@@ -1,44 +1,21 @@
-"""Start-up checks that turn a doomed run into an immediate, actionable error (exit 2)."""
+"""Django system checks for the embedding settings, so every process refuses a bad value alike.
 
-from django.db import OperationalError, connection
+`manage.py check`, `backfill_embeddings`, `qcluster`, `runserver` and `migrate` all run system
+checks before they start: a bad value stops each of them with the same message.
+"""
 
-from embeddings.models import Clip
+from django.core.checks import Error, register
+
+from embeddings.app_settings import embedding_settings, problems
+from embeddings.exceptions import ConfigurationError
+
+TAG = "embeddings"
 
 
-class ConfigurationError(Exception):
-    """Something the user must fix before any run can work; the message says what."""
-
-
-def check_database() -> None:
+@register(TAG)
+def check_embedding_settings(app_configs=None, **kwargs) -> list[Error]:
     try:
-        connection.ensure_connection()
-    except OperationalError as err:
-        raise ConfigurationError(
-            f"cannot reach the database ({str(err).strip()}): check DATABASE_URL, "
-            "or unset it to use the embedded PostgreSQL"
-        ) from None
-
-
-def vector_column_dimensions() -> int | None:
-    """The size `clips.embedding` really has in the database (None: no such column yet)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT atttypmod FROM pg_attribute "
-            "WHERE attrelid = to_regclass(%s) AND attname = 'embedding' AND NOT attisdropped",
-            [Clip._meta.db_table],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
-
-
-def check_vector_column(dimensions: int) -> None:
-    actual = vector_column_dimensions()
-    if actual is None:
-        raise ConfigurationError("table clips has no embedding column: run `manage.py migrate`")
-    if actual != dimensions:
-        raise ConfigurationError(
-            f"clips.embedding holds {actual}-dimensional vectors but EMBEDDING_DIMENSIONS="
-            f"{dimensions}: set EMBEDDING_DIMENSIONS={actual}, or run `manage.py "
-            f"resize_embeddings` to make the column vector({dimensions}) (it clears the old "
-            "vectors and rebuilds the index)"
-        )
+        config = embedding_settings()
+    except ConfigurationError as err:
+        return [Error(str(err), id="embeddings.E001")]
+    return [Error(problem, id="embeddings.E002") for problem in problems(config)]

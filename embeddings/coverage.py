@@ -1,9 +1,11 @@
-"""How much of the catalogue has a current vector: the numbers behind the admin's coverage page.
+"""How much of the catalogue has a current vector: the numbers behind the admin's coverage page
+and `/metrics`, counted by the same expressions so the two always agree.
 
-Three queries whatever the table's size: one pass over the clips grouped by (model, size, day
-the vector was made if recent) gives every count, the breakdown by model and the vectors made
-per day; clips created per day come through the `created_at` index, and the failure reasons
-through the small partial index of failed clips.
+The page takes three queries whatever the table's size: one pass over the clips grouped by
+(model, size, day the vector was made if recent) gives every count, the breakdown by model and
+the vectors made per day; clips created per day come through the `created_at` index, and the
+failure reasons through the small partial index of failed clips. `/metrics` needs only the
+counts: one aggregate pass.
 """
 
 from collections import Counter
@@ -14,7 +16,7 @@ from django.db.models import Case, Count, DateField, Q, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from embeddings.models import Clip, current_embedding_q
+from embeddings.models import Clip, current_embedding_q, failed_q
 
 CHART_DAYS = 30
 TOP_FAILURE_REASONS = 5
@@ -65,18 +67,40 @@ class CoverageReport:
         return _percent(self.current, self.live)
 
 
-def stale_q(model: str, dimensions: int) -> Q:
-    """Holds a vector, but not one made from its present text by this model at this size."""
-    return Q(embedding__isnull=False) & ~current_embedding_q(model, dimensions)
+def _count_expressions(model: str, dimensions: int) -> dict[str, Count]:
+    return {
+        "live": Count("pk", filter=Q(is_removed=False)),
+        "removed": Count("pk", filter=Q(is_removed=True)),
+        "with_vector": Count("pk", filter=Q(is_removed=False, embedding__isnull=False)),
+        "current": Count("pk", filter=Q(is_removed=False) & current_embedding_q(model, dimensions)),
+        "failed": Count("pk", filter=Q(is_removed=False) & failed_q(model, dimensions)),
+    }
 
 
-def failed_q(model: str, dimensions: int) -> Q:
-    """The last attempt failed and no current vector came since (an older one may be kept)."""
-    return Q(embedding_error__isnull=False) & ~current_embedding_q(model, dimensions)
+@dataclass(frozen=True)
+class CoverageCounts:
+    live: int
+    current: int
+    stale: int
+    failed: int
+
+    @property
+    def pending(self) -> int:
+        """Live clips the next run would embed: no vector, or a stale one."""
+        return self.live - self.current
+
+
+def coverage_counts(model: str, dimensions: int) -> CoverageCounts:
+    totals = Clip.objects.order_by().aggregate(**_count_expressions(model, dimensions))
+    return CoverageCounts(
+        live=totals["live"],
+        current=totals["current"],
+        stale=totals["with_vector"] - totals["current"],
+        failed=totals["failed"],
+    )
 
 
 def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> CoverageReport:
-    current = Q(is_removed=False) & current_embedding_q(model, dimensions)
     failed = Q(is_removed=False) & failed_q(model, dimensions)
     first_day = timezone.localdate() - timedelta(days=days - 1)
     window_start = timezone.make_aware(datetime.combine(first_day, time.min))
@@ -98,13 +122,7 @@ def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> C
             ),
         )
         .values("embedding_model", "embedding_dimensions", "day_made", "day_created")
-        .annotate(
-            live=Count("pk", filter=Q(is_removed=False)),
-            removed=Count("pk", filter=Q(is_removed=True)),
-            with_vector=Count("pk", filter=Q(is_removed=False, embedding__isnull=False)),
-            current=Count("pk", filter=current),
-            failed=Count("pk", filter=failed),
-        )
+        .annotate(**_count_expressions(model, dimensions))
     )
     totals = Counter()
     by_model: dict[tuple[str | None, int | None], Counter] = {}

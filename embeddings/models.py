@@ -1,11 +1,12 @@
 """Clips and the record of each backfill run."""
 
-from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from pgvector.django import HnswIndex, VectorField
 
+from embeddings.app_settings import declared_dimensions
 from embeddings.clip_text import clip_text_expression, clip_text_hash_expression
+from embeddings.search.vector import search_clips
 
 
 def current_embedding_q(model: str, dimensions: int) -> models.Q:
@@ -15,6 +16,16 @@ def current_embedding_q(model: str, dimensions: int) -> models.Q:
         embedding_model=model,
         embedding_dimensions=dimensions,
     )
+
+
+def stale_q(model: str, dimensions: int) -> models.Q:
+    """Holds a vector, but not one made from its present text by this model at this size."""
+    return models.Q(embedding__isnull=False) & ~current_embedding_q(model, dimensions)
+
+
+def failed_q(model: str, dimensions: int) -> models.Q:
+    """The last attempt failed and no current vector came since (an older one may be kept)."""
+    return models.Q(embedding_error__isnull=False) & ~current_embedding_q(model, dimensions)
 
 
 class ClipQuerySet(models.QuerySet):
@@ -33,12 +44,28 @@ class ClipQuerySet(models.QuerySet):
         """Live clips that need a vector: none yet, or one made from other text, model or size."""
         return self.live().exclude(current_embedding_q(model, dimensions))
 
+    def stale(self, model: str, dimensions: int) -> "ClipQuerySet":
+        return self.filter(stale_q(model, dimensions))
+
+    def failed(self, model: str, dimensions: int) -> "ClipQuerySet":
+        return self.filter(failed_q(model, dimensions))
+
+    def with_state(self, model: str, dimensions: int) -> "ClipQuerySet":
+        """Annotate `embedding_state` (current, failed, stale, none) without loading vectors."""
+        return self.annotate(
+            embedding_state=models.Case(
+                models.When(current_embedding_q(model, dimensions), then=models.Value("current")),
+                models.When(embedding_error__isnull=False, then=models.Value("failed")),
+                models.When(embedding__isnull=False, then=models.Value("stale")),
+                default=models.Value("none"),
+                output_field=models.CharField(),
+            )
+        )
+
     def similar_to(self, text_or_clip, k: int = 10, *, ef_search=None, service=None) -> list:
         """The `k` live clips with a current vector nearest to a text or a clip, nearest first,
         each with `distance` (cosine). A list, not a queryset: the search runs at once, inside
         the transaction that carries its index settings. See `embeddings.search`."""
-        from embeddings.search import search_clips
-
         return search_clips(self, text_or_clip, k, ef_search=ef_search, service=service)
 
 
@@ -60,7 +87,7 @@ class Clip(models.Model):
         db_persist=True,
     )
 
-    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
+    embedding = VectorField(dimensions=declared_dimensions(), null=True, blank=True)
     embedding_model = models.CharField(max_length=255, null=True, blank=True)
     embedding_generated_at = models.DateTimeField(null=True, blank=True)
     embedding_dimensions = models.PositiveIntegerField(null=True, blank=True)
@@ -117,6 +144,8 @@ class BackfillRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     options = models.JSONField(default=dict)
     started_at = models.DateTimeField(default=timezone.now)
+    # Counts are saved every few seconds while a run goes: a run that dies keeps them.
+    updated_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     model = models.CharField(max_length=255)
     dimensions = models.PositiveIntegerField()
@@ -126,6 +155,8 @@ class BackfillRun(models.Model):
     failed = models.PositiveIntegerField(default=0)
     cache_hits = models.PositiveIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    rate_limited = models.PositiveIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     duration_seconds = models.FloatField(default=0)
@@ -138,14 +169,29 @@ class BackfillRun(models.Model):
     def __str__(self) -> str:
         return f"Backfill #{self.pk} ({self.status})"
 
+    @property
+    def done(self) -> int:
+        return self.processed + self.skipped + self.failed
+
+    @property
+    def rate(self) -> float | None:
+        """Clips per second so far, as of the last saved count."""
+        seconds = ((self.updated_at or self.started_at) - self.started_at).total_seconds()
+        return self.done / seconds if seconds > 0 and self.done else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.rate
+        return max(0.0, (self.total - self.done) / rate) if rate else None
+
 
 class EmbeddingClaim(models.Model):
     """A clip some live run is embedding right now, so no other run requests it too.
 
-    A claim counts only while its run holds its advisory lock (see `embeddings.claims`): a run
-    killed at any moment frees its clips at once, with nothing to expire. The table is UNLOGGED
-    (claims mean nothing after a database crash) and rows never touch `clips`, so claiming
-    costs no HNSW index maintenance and never blocks a user editing a clip.
+    A claim counts only while its run holds its advisory lock (see `embeddings.backfill.claims`):
+    a run killed at any moment frees its clips at once, with nothing to expire. The table is
+    UNLOGGED (claims mean nothing after a database crash) and rows never touch `clips`, so
+    claiming costs no HNSW index maintenance and never blocks a user editing a clip.
     """
 
     clip_id = models.BigIntegerField(primary_key=True)

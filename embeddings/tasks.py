@@ -1,30 +1,53 @@
-"""django-q2 tasks: the scheduled run for new clips, and one range of an enqueued backfill.
+"""django-q2 tasks and the schedule: thin doors into `backfill.runs.execute_backfill`.
 
-Both are thin doors into `runs.execute_backfill`; claims keep overlapping runs (a slow
-scheduled run and the next one, many workers on many machines) from paying for a clip twice,
-and every worker shares the Redis rate limiter and cache.
+Claims keep overlapping runs (a slow scheduled run and the next one, many workers on many
+machines) from paying for a clip twice, and every worker shares the Redis rate limiter and
+cache. Task arguments are small (id ranges, id lists), so broker messages stay small.
 """
 
 import logging
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import connection
 from django.utils import timezone
 
-from embeddings.claims import Selection
-from embeddings.conf import embedding_settings
-from embeddings.pipeline import BackfillOptions
-from embeddings.runs import execute_backfill
-from embeddings.service import build_embedding_service
+from embeddings.app_settings import EmbeddingSettings, embedding_settings
+from embeddings.backfill.pipeline import BackfillOptions
+from embeddings.backfill.runs import execute_backfill
+from embeddings.backfill.selection import Selection, id_ranges
+from embeddings.service.factory import build_embedding_service
 
 logger = logging.getLogger(__name__)
 
 SCHEDULE_NAME = "embed-new-clips"
+SCHEDULED_FUNC = "embeddings.tasks.embed_new_clips"
+RANGE_FUNC = "embeddings.tasks.embed_clip_range"
+IDS_FUNC = "embeddings.tasks.embed_clip_ids"
 
 
-def _run(options: BackfillOptions, trigger: str) -> dict:
+def register_schedule(config: EmbeddingSettings) -> None:
+    """Create or update the schedule by name, so each `migrate` keeps it in step with the
+    settings (Schedule.name is not unique and `schedule()` would add a duplicate)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": SCHEDULED_FUNC,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": config.schedule_minutes,
+            "repeats": -1,
+        },
+    )
+
+
+def _run(options: BackfillOptions, trigger: str, *, only_if_enabled: bool = True) -> dict | None:
     config = embedding_settings()
+    if only_if_enabled and not config.enabled:
+        logger.info("EMBEDDING_ENABLED is false: the %s run does nothing", trigger)
+        return None
     service = build_embedding_service(config)
     try:
         progress, run = execute_backfill(service, options, config, trigger=trigger)
@@ -41,62 +64,63 @@ def _run(options: BackfillOptions, trigger: str) -> dict:
     }
 
 
+def _selection(**narrowing) -> Selection:
+    config = embedding_settings()
+    return Selection(model=config.model, dimensions=config.dimensions, **narrowing)
+
+
 def embed_new_clips() -> dict | None:
     """The scheduled run: recent live clips lacking a current vector, at most the limit."""
     config = embedding_settings()
-    if not config.enabled:
-        logger.info("EMBEDDING_ENABLED is false: the scheduled run does nothing")
-        return None
-    selection = Selection(
-        model=config.model,
-        dimensions=config.dimensions,
-        created_after=timezone.now() - timedelta(days=config.schedule_lookback_days),
+    since = timezone.now() - timedelta(days=config.schedule_lookback_days)
+    options = BackfillOptions(
+        selection=_selection(created_after=since), limit=config.schedule_limit
     )
-    options = BackfillOptions(selection=selection, limit=config.schedule_limit)
     return _run(options, trigger="schedule")
 
 
 def embed_clip_range(
     min_id: int, max_id: int, *, force: bool = False, batch_size: int = 50
-) -> dict:
+) -> dict | None:
     """One chunk of an enqueued backfill: the selected clips with min_id <= id <= max_id."""
-    config = embedding_settings()
-    selection = Selection(
-        model=config.model,
-        dimensions=config.dimensions,
-        force=force,
-        min_id=min_id,
-        max_id=max_id,
-    )
-    return _run(BackfillOptions(selection=selection, batch_size=batch_size), trigger="task")
+    selection = _selection(force=force, min_id=min_id, max_id=max_id)
+    options = BackfillOptions(selection=selection, batch_size=batch_size)
+    # Queued by the command, which warns about EMBEDDING_ENABLED=false and proceeds.
+    return _run(options, trigger="task", only_if_enabled=False)
 
 
 def embed_clip_ids(ids: list[int], *, batch_size: int = 50) -> dict | None:
     """One chunk of clips picked by hand (the admin's action): embed them whatever their state."""
-    config = embedding_settings()
-    if not config.enabled:
-        logger.info("EMBEDDING_ENABLED is false: the queued admin task does nothing")
-        return None
-    selection = Selection(
-        model=config.model, dimensions=config.dimensions, force=True, ids=tuple(ids)
-    )
+    selection = _selection(force=True, ids=tuple(ids))
     return _run(BackfillOptions(selection=selection, batch_size=batch_size), trigger="admin")
 
 
-def enqueue_clip_ids(ids: list[int], *, chunk: int = 500) -> tuple[str, int]:
-    """Queue `embed_clip_ids` tasks of at most `chunk` ids as one django-q2 group; return
-    (group id, task count). Small task arguments keep the broker's messages small."""
+def enqueue(
+    func: str, calls: Iterable[tuple[str, tuple, dict]], *, group_prefix: str
+) -> tuple[str, int]:
+    """Queue one task of `func` per (name, args, kwargs) as one django-q2 group; return
+    (group id, task count)."""
     from django_q.tasks import async_task
 
-    group = f"admin-embed-{uuid.uuid4().hex[:12]}"
+    group = f"{group_prefix}-{uuid.uuid4().hex[:12]}"
     tasks = 0
-    for start in range(0, len(ids), chunk):
-        part = list(ids[start : start + chunk])
-        async_task(
-            "embeddings.tasks.embed_clip_ids",
-            part,
-            group=group,
-            task_name=f"{group}-{part[0]}-{part[-1]}",
-        )
+    for name, args, kwargs in calls:
+        async_task(func, *args, **kwargs, group=group, task_name=f"{group}-{name}")
         tasks += 1
     return group, tasks
+
+
+def enqueue_backfill(selection: Selection, *, chunk: int, batch_size: int) -> tuple[str, int]:
+    """The `--enqueue` fan-out: one `embed_clip_range` task per range of `chunk` clips."""
+    calls = (
+        (f"{low}-{high}", (low, high), {"force": selection.force, "batch_size": batch_size})
+        for low, high in id_ranges(selection, chunk)
+    )
+    return enqueue(RANGE_FUNC, calls, group_prefix="backfill")
+
+
+def enqueue_clip_ids(ids: list[int], *, chunk: int = 500) -> tuple[str, int]:
+    """The admin's fan-out: one `embed_clip_ids` task per `chunk` ids."""
+    parts = (list(ids[start : start + chunk]) for start in range(0, len(ids), chunk))
+    calls = ((f"{part[0]}-{part[-1]}", (part,), {}) for part in parts)
+    return enqueue(IDS_FUNC, calls, group_prefix="admin-embed")

@@ -1,9 +1,10 @@
 """Settings: every value comes from the environment or `.env` (the environment wins).
 
-This is the only module that reads the environment; `embeddings.conf` turns the
-`EMBEDDING_*` values into one typed object for the rest of the code.
+This is the only module that reads the environment; `embeddings.app_settings` owns the app's
+defaults and turns the `EMBEDDING_*` values into one typed object for the rest of the code.
 """
 
+import os
 import sys
 from pathlib import Path
 from urllib.parse import unquote
@@ -55,6 +56,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the app itself, so the admin is styled with DEBUG off (make serve).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -127,36 +130,27 @@ Q_CLUSTER = {
     **({"redis": REDIS_URL} if REDIS_URL else {"orm": "default"}),
 }
 
-EMBEDDING_ENABLED = env.bool("EMBEDDING_ENABLED", default=True)
-EMBEDDING_PROVIDER = env.str("EMBEDDING_PROVIDER", default="openai")
-_LOCAL = EMBEDDING_PROVIDER == "local"
-OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="") or None
-OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
-# The local provider's model (all-MiniLM-L6-v2) makes 384-dimensional vectors.
-EMBEDDING_MODEL = env.str(
-    "EMBEDDING_MODEL", default="all-MiniLM-L6-v2" if _LOCAL else "text-embedding-3-small"
+# The app's settings and every default live in `embeddings/app_settings.py`; the environment
+# (or `.env`) passes on what it sets, as strings the app parses and its system checks validate.
+globals().update(
+    (name, value)
+    for name, value in os.environ.items()
+    if name.startswith("EMBEDDING_")
+    or name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "METRICS_TOKEN")
 )
-EMBEDDING_DIMENSIONS = env.int("EMBEDDING_DIMENSIONS", default=384 if _LOCAL else 768)
-EMBEDDING_SEND_DIMENSIONS = env.str("EMBEDDING_SEND_DIMENSIONS", default="auto")
-EMBEDDING_REQUESTS_PER_MINUTE = env.int("EMBEDDING_REQUESTS_PER_MINUTE", default=500)
-EMBEDDING_TOKENS_PER_MINUTE = env.int("EMBEDDING_TOKENS_PER_MINUTE", default=1_000_000)
-EMBEDDING_MAX_INPUTS_PER_REQUEST = env.int("EMBEDDING_MAX_INPUTS_PER_REQUEST", default=2048)
-EMBEDDING_MAX_TOKENS_PER_REQUEST = env.int("EMBEDDING_MAX_TOKENS_PER_REQUEST", default=300_000)
-EMBEDDING_MAX_TOKENS_PER_INPUT = env.int("EMBEDDING_MAX_TOKENS_PER_INPUT", default=8192)
-EMBEDDING_CONCURRENCY = env.int("EMBEDDING_CONCURRENCY", default=4)
-EMBEDDING_REQUEST_TIMEOUT = env.float("EMBEDDING_REQUEST_TIMEOUT", default=60.0)
-EMBEDDING_MAX_RETRIES = env.int("EMBEDDING_MAX_RETRIES", default=6)
-EMBEDDING_CACHE_TTL = env.int("EMBEDDING_CACHE_TTL", default=30 * 24 * 3600)
-EMBEDDING_SCHEDULE_MINUTES = env.int("EMBEDDING_SCHEDULE_MINUTES", default=360)
-EMBEDDING_SCHEDULE_LOOKBACK_DAYS = env.int("EMBEDDING_SCHEDULE_LOOKBACK_DAYS", default=7)
-EMBEDDING_SCHEDULE_LIMIT = env.int("EMBEDDING_SCHEDULE_LIMIT", default=100)
-EMBEDDING_SEARCH_EF = env.int("EMBEDDING_SEARCH_EF", default=100)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+# `collectstatic` (run by `make serve` and the test suite) gathers them here; WhiteNoise serves
+# them compressed, under content-hashed names that browsers may cache for ever.
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 LOGGING = {
     "version": 1,

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from embeddings.conf import EmbeddingSettings, embedding_settings
-from tests.openai_server import FakeOpenAIServer
+from embeddings.app_settings import EmbeddingSettings, embedding_settings
+from tests.support.database import database_url_of_tests
+from tests.support.openai_server import FakeOpenAIServer
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
 
@@ -19,6 +20,15 @@ def _redis_reachable() -> bool:
         return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files_collected() -> None:
+    """The admin's pages name static files through WhiteNoise's manifest, as `make serve` does:
+    collect them once per run."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", "--noinput", verbosity=0)
 
 
 @pytest.fixture(scope="session")
@@ -75,24 +85,6 @@ def embedding_config(settings, openai_server: FakeOpenAIServer) -> Callable[...,
         return embedding_settings()
 
     return configure
-
-
-def database_url_of_tests() -> str:
-    """A libpq URI for the database this test run uses, for subprocesses."""
-    from urllib.parse import quote
-
-    from django.db import connection
-
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"])
-    host = db["HOST"] or ""
-    if host.startswith("/"):
-        port = f"&port={db['PORT']}" if db.get("PORT") else ""
-        return f"postgresql://{auth}@/{db['NAME']}?host={quote(host)}{port}"
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgresql://{auth}@{host}{port}/{db['NAME']}"
 
 
 @pytest.fixture

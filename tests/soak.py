@@ -33,8 +33,8 @@ import redis
 
 from tests.benchmarks.environment import BenchDatabase, server_url
 from tests.benchmarks.measure import REPO_ROOT, manage_py
-from tests.openai_server import FakeOpenAIServer, Faults, ServerStats
-from tests.private_redis import PrivateRedis
+from tests.support.openai_server import FakeOpenAIServer, Faults, ServerStats
+from tests.support.private_redis import PrivateRedis
 
 DIMENSIONS = 768
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -173,12 +173,12 @@ def verify() -> dict:
     django.setup()
     import numpy as np
     import psycopg
-    from django.conf import settings
     from django.db import connection
     from pgvector.psycopg import register_vector
 
+    from embeddings.app_settings import embedding_settings
     from embeddings.models import Clip
-    from tests.openai_server import expected_vector
+    from tests.support.openai_server import expected_vector
 
     query = (
         Clip.objects.live()
@@ -201,7 +201,7 @@ def verify() -> dict:
                 clips_per_text[current] += 1
                 if vector is None:
                     counts["missing"] += 1
-                elif model != settings.EMBEDDING_MODEL or made_from != current:
+                elif model != embedding_settings().model or made_from != current:
                     counts["stale"] += 1
                 elif np.array_equal(vector.to_numpy(), expected_vector(text, DIMENSIONS)):
                     counts["right"] += 1

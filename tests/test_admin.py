@@ -12,32 +12,18 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from embeddings.claims import Selection
-from embeddings.conf import embedding_settings
+from embeddings.app_settings import embedding_settings
 from embeddings.coverage import coverage_report
 from embeddings.models import BackfillRun, Clip
-from embeddings.pipeline import BackfillOptions
-from embeddings.runs import execute_backfill
-from embeddings.service import build_embedding_service
-from tests.openai_server import expected_vector
-from tests.test_backfill_command import make_clips
+from tests.support.clips import make_clips
+from tests.support.commands import embed
+from tests.support.openai_server import expected_vector
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 COVERAGE = "/admin/embeddings/clip/coverage/"
 CHANGELIST = "/admin/embeddings/clip/"
 FAKE_KEY = "sk-admin.test-DO-NOT-SHOW-4f9c1e"
-
-
-def embed(ids: list[int]) -> None:
-    """Embed clips through the pipeline, as any door would."""
-    config = embedding_settings()
-    service = build_embedding_service(config)
-    selection = Selection(config.model, config.dimensions, force=True, ids=tuple(ids))
-    try:
-        execute_backfill(service, BackfillOptions(selection=selection), config, trigger="test")
-    finally:
-        service.close()
 
 
 @pytest.fixture

@@ -1,48 +1,17 @@
 """The backfill command as a user runs it: flags, output, exit codes, what ends up stored."""
 
-import io
 import json
 
-import numpy as np
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
-from embeddings.hnsw_index import hnsw_index_exists
+from embeddings.backfill.index import hnsw_index_exists
 from embeddings.models import BackfillRun, Clip
-from tests.openai_server import expected_vector
+from tests.support.assertions import assert_every_live_clip_right
+from tests.support.clips import make_clips
+from tests.support.commands import backfill
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def make_clips(count: int, *, removed_every: int = 0) -> list[Clip]:
-    clips = [
-        Clip(
-            twitch_clip_id=f"clip-{i}",
-            title=f"Clip number {i}",
-            broadcaster_name=f"streamer{i % 7}",
-            creator_name=f"viewer{i % 11}",
-            game_name=["Valorant", "Minecraft", None][i % 3],
-            is_removed=bool(removed_every) and i % removed_every == 0,
-        )
-        for i in range(count)
-    ]
-    return Clip.objects.bulk_create(clips)
-
-
-def backfill(*args: str) -> str:
-    out = io.StringIO()
-    call_command("backfill_embeddings", *args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def assert_all_live_clips_right(dimensions: int = 768) -> None:
-    texts = dict(Clip.objects.live().with_text().values_list("id", "text"))
-    for clip in Clip.objects.live():
-        assert clip.embedding is not None, clip.id
-        assert clip.embedding_text_hash == clip.text_hash
-        np.testing.assert_allclose(
-            np.asarray(clip.embedding), expected_vector(texts[clip.id], dimensions), rtol=1e-6
-        )
 
 
 def test_a_run_embeds_every_live_clip_and_a_second_run_calls_no_api(
@@ -55,7 +24,7 @@ def test_a_run_embeds_every_live_clip_and_a_second_run_calls_no_api(
 
     assert "Found 900 clips to process" in output
     assert "Processed: 900" in output
-    assert_all_live_clips_right()
+    assert_every_live_clip_right()
     assert not Clip.objects.filter(is_removed=True, embedding__isnull=False).exists()
     requests = openai_server.stats.requests
     assert openai_server.stats.duplicates == 0
@@ -108,7 +77,7 @@ def test_dry_run_writes_nothing_and_the_real_run_after_it_is_free(embedding_conf
     backfill()
 
     assert openai_server.stats.requests == requests
-    assert_all_live_clips_right()
+    assert_every_live_clip_right()
 
 
 def test_estimate_calls_no_api_and_json_summary_is_machine_readable(
@@ -138,7 +107,7 @@ def test_a_stale_vector_is_re_embedded_but_a_current_one_is_not(embedding_config
     output = backfill()
 
     assert "Found 1 clips to process" in output
-    assert_all_live_clips_right()
+    assert_every_live_clip_right()
 
 
 def test_a_column_of_another_size_is_a_configuration_error(embedding_config):
@@ -157,7 +126,7 @@ def test_batches_that_do_not_divide_a_request_are_all_embedded(embedding_config)
     output = backfill("-batch", "60", "--concurrency", "3")
 
     assert "Processed: 600" in output
-    assert_all_live_clips_right()
+    assert_every_live_clip_right()
 
 
 def test_rebuild_index_mode_rebuilds_the_hnsw_index_after_the_run_even_when_it_fails(
@@ -172,7 +141,7 @@ def test_rebuild_index_mode_rebuilds_the_hnsw_index_after_the_run_even_when_it_f
     assert "Processed: 100" in output
     assert hnsw_index_exists()
     assert BackfillRun.objects.get().index_mode == "rebuild"
-    assert_all_live_clips_right()
+    assert_every_live_clip_right()
 
     Clip.objects.update(title="Edited so the next run has work")
     openai_server.update_faults(unauthorized=True)

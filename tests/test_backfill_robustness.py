@@ -2,47 +2,23 @@
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import psycopg
 import pytest
 from django.db import connection, connections
 
+from embeddings.backfill.writer import EmbeddedClip, write_embeddings
 from embeddings.models import Clip, EmbeddingClaim
-from embeddings.writer import EmbeddedClip, write_embeddings
-from tests.openai_server import expected_vector
-from tests.test_backfill_command import backfill, make_clips
+from tests.support.assertions import a_later_run_finishes_the_job, assert_every_live_clip_right
+from tests.support.clips import make_clips
+from tests.support.commands import backfill, finish, start_backfill
+from tests.support.openai_server import expected_vector
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_backfill(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "backfill_embeddings", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    output, _ = process.communicate(timeout=timeout)
-    return process.returncode, output
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def backfill_then_disconnect(*args: str) -> None:
@@ -50,25 +26,6 @@ def backfill_then_disconnect(*args: str) -> None:
         backfill(*args)
     finally:
         connections.close_all()
-
-
-def a_later_run_finishes_the_job(env: dict[str, str], server) -> None:
-    """The promise after any failure: a plain run leaves every live clip right."""
-    server.update_faults(latency_ms=0)
-    code, output = finish(start_backfill(env))
-    assert code == 0, output
-    assert_every_live_clip_right(env["EMBEDDING_MODEL"])
-
-
-def assert_every_live_clip_right(model: str) -> None:
-    texts = dict(Clip.objects.live().with_text().values_list("id", "text"))
-    for clip in Clip.objects.live():
-        assert clip.embedding is not None, f"clip {clip.id} has no vector"
-        assert clip.embedding_model == model
-        assert clip.embedding_text_hash == clip.text_hash
-        np.testing.assert_allclose(
-            np.asarray(clip.embedding), expected_vector(texts[clip.id], 768), rtol=1e-6
-        )
 
 
 def test_two_runs_started_together_share_the_work(command_env, openai_server):

@@ -9,7 +9,8 @@ from django.core.management.base import CommandError
 from django.db.models import Count
 from django.utils import timezone
 
-from embeddings.demo_clips import GAMES, generate_demo_clips, load_demo_clips
+from embeddings.demo.generator import GAMES, generate_demo_clips
+from embeddings.demo.loader import load_demo_clips
 from embeddings.models import Clip
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

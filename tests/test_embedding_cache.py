@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from django_redis.cache import RedisCache
 
-from embeddings.cache import EmbeddingCache
-from tests.openai_server import expected_vector
+from embeddings.service.cache import EmbeddingCache
+from tests.support.openai_server import expected_vector
 
 MODEL = "text-embedding-3-small"
 DIMS = 64

@@ -1,7 +1,8 @@
 """The embedding service as a user meets it: texts in, the right vectors out, at the least cost.
 
-Everything is real: the OpenAI client talks HTTP to tests/openai_server.py, the cache is
-django-redis (or whatever the `embeddings` alias is), the limiter runs its Lua script in Redis.
+Everything is real: the OpenAI client talks HTTP to tests/support/openai_server.py, the cache
+is django-redis (or whatever the `embeddings` alias is), the limiter runs its Lua script in
+Redis.
 Vectors are checked against `expected_vector`, so a text given another text's vector fails.
 """
 
@@ -13,36 +14,37 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import redis
 from django_redis.cache import RedisCache
 
-from embeddings.cache import EmbeddingCache
-from embeddings.openai_provider import OpenAIProvider
-from embeddings.provider import FatalProviderError
-from embeddings.rate_limiter import (
+from embeddings.exceptions import FailureKind, FatalProviderError, exit_code
+from embeddings.providers.openai import OpenAIProvider
+from embeddings.service.cache import EmbeddingCache
+from embeddings.service.embedding_service import (
+    EmbeddingService,
+    EmbedResult,
+    RequestLimits,
+)
+from embeddings.service.factory import build_embedding_service
+from embeddings.service.rate_limiter import (
     LocalRateLimiter,
     RateLimiter,
     RedisRateLimiter,
     build_rate_limiter,
 )
-from embeddings.service import (
-    BLANK,
-    EmbeddingService,
-    EmbedResult,
-    RequestLimits,
-    build_embedding_service,
-)
-from tests.openai_server import FakeOpenAIServer, Faults, expected_vector
-from tests.private_redis import PrivateRedis
+from tests.support.openai_server import FakeOpenAIServer, Faults, expected_vector
+from tests.support.private_redis import PrivateRedis
 
 MODEL = "text-embedding-3-small"
 DIMS = 64
 # Recognisable, so a leak into a message or a log record is easy to find.
 API_KEY = "sk-test.LEAKCHECK-4f9a1c7e2b"
 UNLIMITED = {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000}
+LIMITS = RequestLimits(max_inputs=2048, max_tokens=300_000, max_tokens_per_input=8192)  # the API's
 
 
 def distinct_texts(count: int, *, tag: str = "clip", chars: int = 0) -> list[str]:
@@ -84,11 +86,13 @@ def make_service(openai_server: FakeOpenAIServer) -> Iterator[Callable[..., Embe
             timeout=10,
         )
         kwargs.setdefault("backoff_max", 0.05)
+        kwargs.setdefault("concurrency", 4)
+        kwargs.setdefault("max_retries", 6)
         service = EmbeddingService(
             provider,
             cache=cache,
             limiter=limiter or LocalRateLimiter(**UNLIMITED),
-            limits=limits or RequestLimits(),
+            limits=limits or LIMITS,
             **kwargs,
         )
         services.append(service)
@@ -188,7 +192,7 @@ def test_with_errors_drops_shuffles_and_short_answers_every_text_gets_its_own_ve
         error_5xx_rate=0.1, drop_rate=0.05, shuffle=True, short_rate=0.2, seed=16
     )
     texts = distinct_texts(3000)
-    service = make_service(cache=redis_cache, limits=RequestLimits(max_inputs=50), max_retries=8)
+    service = make_service(cache=redis_cache, limits=replace(LIMITS, max_inputs=50), max_retries=8)
 
     result = service.embed(texts)
 
@@ -219,7 +223,7 @@ def test_a_long_run_uses_90_percent_of_the_token_pace_with_almost_no_429s(
         redis_url=redis_url, requests_per_minute=RPM, tokens_per_minute=TPM, key=key
     )
     texts = distinct_texts(TPM // 100 + 6_000 // 100, chars=TEXT_CHARS)  # the bucket + ~6 s
-    service = make_service(limiter=limiter, limits=RequestLimits(max_inputs=5))
+    service = make_service(limiter=limiter, limits=replace(LIMITS, max_inputs=5))
 
     result = service.embed(texts)
     redis_client.delete(key)
@@ -273,7 +277,13 @@ def _embed_in_child(base_url, redis_url, key, texts, barrier, results) -> None:
         timeout=10,
     )
     service = EmbeddingService(
-        provider, cache=None, limiter=limiter, limits=RequestLimits(max_inputs=4), backoff_max=0.05
+        provider,
+        cache=None,
+        limiter=limiter,
+        limits=replace(LIMITS, max_inputs=4),
+        concurrency=4,
+        max_retries=6,
+        backoff_max=0.05,
     )
     barrier.wait()
     result = service.embed(texts)
@@ -341,7 +351,7 @@ def _service_on(own: PrivateRedis, make_service, unique_prefix: str) -> Embeddin
     backend = RedisCache(own.url, {"KEY_PREFIX": unique_prefix, "OPTIONS": timeouts})
     cache = EmbeddingCache(backend, model=MODEL, dimensions=DIMS, ttl=CACHE_TTL)
     limiter = build_rate_limiter(redis_url=own.url, **UNLIMITED, key=f"{unique_prefix}:ratelimit")
-    return make_service(cache=cache, limiter=limiter, limits=RequestLimits(max_inputs=25))
+    return make_service(cache=cache, limiter=limiter, limits=replace(LIMITS, max_inputs=25))
 
 
 def _warnings_by_logger(caplog) -> dict[str, list[str]]:
@@ -367,7 +377,7 @@ def test_redis_killed_before_the_run_costs_the_cache_but_fails_nothing(
     assert assert_right_or_reported(texts, second) == 0
     assert openai_server.stats.inputs_received == 1000  # no cache: the second run pays again
     warnings = _warnings_by_logger(caplog)
-    assert sorted(warnings) == ["embeddings.cache", "embeddings.rate_limiter"]
+    assert sorted(warnings) == ["embeddings.service.cache", "embeddings.service.rate_limiter"]
     for messages in warnings.values():
         assert len(messages) == 1, messages
         assert "Connection" in messages[0]  # the cause, not just "something failed"
@@ -399,9 +409,9 @@ def test_redis_stopped_mid_run_the_run_completes_and_says_why_once(
     assert openai_server.stats.duplicates == 0
     assert elapsed < 15  # a hung Redis costs its socket timeouts once, not per request
     warnings = _warnings_by_logger(caplog)
-    assert len(warnings.get("embeddings.rate_limiter", [])) == 1, warnings
-    assert len(warnings.get("embeddings.cache", [])) == 1, warnings  # the write-back failed
-    assert set(warnings) <= {"embeddings.cache", "embeddings.rate_limiter"}
+    assert len(warnings.get("embeddings.service.rate_limiter", [])) == 1, warnings
+    assert len(warnings.get("embeddings.service.cache", [])) == 1, warnings  # the write-back failed
+    assert set(warnings) <= {"embeddings.service.cache", "embeddings.service.rate_limiter"}
 
 
 # -- 5. inputs the API would refuse ------------------------------------------------------------
@@ -428,7 +438,7 @@ def test_a_blank_text_is_reported_and_never_sent(make_service, openai_server):
     result = make_service().embed(texts)
 
     assert set(result.errors) == {1, 2}
-    assert result.errors[1] == result.errors[2] == BLANK
+    assert result.errors[1].kind is result.errors[2].kind is FailureKind.BLANK
     assert result.vectors[1] is None and result.vectors[2] is None
     assert assert_right_or_reported(texts, result) == 2
     assert set(openai_server.stats.texts) == {"first", "last"}
@@ -443,7 +453,7 @@ def test_an_input_the_api_refuses_fails_alone(make_service, openai_server):
     result = make_service().embed(texts)
 
     assert list(result.errors) == [137]
-    assert "rejected" in result.errors[137]
+    assert "rejected" in str(result.errors[137])
     assert assert_right_or_reported(texts, result) == 1
     assert openai_server.stats.status_counts.get(400, 0) <= 2
 
@@ -469,7 +479,7 @@ def verbose_logs(caplog):
 
 
 @pytest.mark.parametrize(
-    ("faults", "names", "exit_code"),
+    ("faults", "names", "code"),
     [
         (Faults(unauthorized=True), "OPENAI_API_KEY", 2),
         (Faults(insufficient_quota=True), "billing", 1),
@@ -478,7 +488,7 @@ def verbose_logs(caplog):
     ids=["bad-key", "no-quota", "wrong-size"],
 )
 def test_a_fatal_error_stops_at_once_says_what_to_fix_and_hides_the_key(
-    faults, names, exit_code, make_service, redis_cache, openai_server, verbose_logs
+    faults, names, code, make_service, redis_cache, openai_server, verbose_logs
 ):
     openai_server.faults = faults
     texts = distinct_texts(20)
@@ -486,7 +496,7 @@ def test_a_fatal_error_stops_at_once_says_what_to_fix_and_hides_the_key(
     with pytest.raises(FatalProviderError, match=names) as err:
         make_service(cache=redis_cache).embed(texts)
 
-    assert err.value.exit_code == exit_code
+    assert exit_code(err.value) == code
     assert openai_server.stats.requests == 1  # not retried: retrying cannot help
     assert redis_cache.get_many(texts) == {}
     _assert_no_key_anywhere(err.value, verbose_logs)
@@ -496,12 +506,12 @@ def test_retried_errors_never_show_the_key_in_logs(make_service, openai_server, 
     openai_server.faults = Faults(error_5xx_rate=0.5, drop_rate=0.2, seed=3)
     texts = distinct_texts(40)
 
-    result = make_service(limits=RequestLimits(max_inputs=10), max_retries=2).embed(texts)
+    result = make_service(limits=replace(LIMITS, max_inputs=10), max_retries=2).embed(texts)
 
     assert openai_server.stats.requests > 4, "some requests must have been retried"
     assert any("retrying" in r.getMessage() for r in verbose_logs.records)
-    for message in result.errors.values():
-        assert API_KEY not in message
+    for failure in result.errors.values():
+        assert API_KEY not in str(failure)
     for record in verbose_logs.records:
         assert API_KEY not in record.getMessage(), record.name
 
@@ -536,16 +546,18 @@ def _assert_cache_holds_only_right_vectors(cache: EmbeddingCache, texts, failed:
 
 
 def _retry_reasons(caplog) -> str:
-    return "\n".join(r.getMessage() for r in caplog.records if r.name == "embeddings.service")
+    return "\n".join(
+        r.getMessage() for r in caplog.records if r.name == "embeddings.service.embedding_service"
+    )
 
 
 def test_malformed_nan_and_wrong_size_answers_are_retried_and_never_stored(
     make_service, redis_cache, openai_server, caplog
 ):
-    caplog.set_level(logging.INFO, logger="embeddings.service")
+    caplog.set_level(logging.INFO, logger="embeddings.service.embedding_service")
     openai_server.faults = broken_answers(seed=21)
     texts = distinct_texts(800)
-    service = make_service(cache=redis_cache, limits=RequestLimits(max_inputs=20), max_retries=8)
+    service = make_service(cache=redis_cache, limits=replace(LIMITS, max_inputs=20), max_retries=8)
 
     result = service.embed(texts)
 
@@ -562,9 +574,9 @@ def test_a_one_text_request_answered_at_the_wrong_size_is_retried_not_fatal(
     make_service, redis_cache, openai_server, caplog
 ):
     """Small incremental runs and splits around a refused input send one text per request."""
-    service = make_service(cache=redis_cache, limits=RequestLimits(max_inputs=1), max_retries=8)
+    service = make_service(cache=redis_cache, limits=replace(LIMITS, max_inputs=1), max_retries=8)
     service.embed(["the first answer confirms the configured size"])
-    caplog.set_level(logging.INFO, logger="embeddings.service")
+    caplog.set_level(logging.INFO, logger="embeddings.service.embedding_service")
     openai_server.faults = broken_answers(seed=13)
     texts = distinct_texts(80)
 

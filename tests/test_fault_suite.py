@@ -11,7 +11,6 @@ from seeded generators, so a failing iteration can be replayed.
 import json
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,23 +25,20 @@ import redis
 from django.core.management import get_commands
 from django.db import connections, transaction
 
-from embeddings.claims import ClaimedClip, RunLease, Selection, claim_next
+from embeddings.app_settings import embedding_settings
+from embeddings.backfill.claims import ClaimedClip, RunLease, claim_next
+from embeddings.backfill.selection import Selection
+from embeddings.backfill.writer import EmbeddedClip, write_embeddings
+from embeddings.exceptions import FailureKind
 from embeddings.models import BackfillRun, Clip, EmbeddingClaim
-from embeddings.service import BLANK
 from embeddings.tasks import embed_new_clips
-from embeddings.writer import EmbeddedClip, write_embeddings
-from tests.conftest import database_url_of_tests
-from tests.openai_server import expected_vector
-from tests.private_redis import PrivateRedis
-from tests.test_backfill_command import backfill, make_clips
-from tests.test_backfill_robustness import (
-    ROOT,
-    a_later_run_finishes_the_job,
-    assert_every_live_clip_right,
-    finish,
-    start_backfill,
-    wait_for,
-)
+from tests.support.assertions import a_later_run_finishes_the_job, assert_every_live_clip_right
+from tests.support.clips import make_clips
+from tests.support.commands import ROOT, backfill, finish, kill_hard, start_backfill
+from tests.support.database import database_url_of_tests
+from tests.support.openai_server import expected_vector
+from tests.support.private_redis import PrivateRedis
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,13 +94,6 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, 
     return done.returncode, done.stdout
 
 
-def kill_hard(process: subprocess.Popen) -> None:
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.kill()
-    process.communicate(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-
-
 # -- crash safety: kill -9 while claiming, while requests are in flight, while writing ---------
 
 
@@ -157,7 +146,7 @@ def test_runs_killed_with_requests_in_flight_leave_nothing_wrong_and_a_rerun_fin
 def _backends_waiting_to_update_clips(conn: psycopg.Connection) -> list[int]:
     rows = conn.execute(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND query LIKE '%UPDATE clips SET%'"
+        "AND wait_event_type = 'Lock' AND query LIKE '%UPDATE \"clips\" SET%'"
     ).fetchall()
     return [pid for (pid,) in rows]
 
@@ -232,17 +221,21 @@ def in_a_thread(work: Callable[[], object], errors: list[BaseException]) -> thre
 def _backends_waiting_to_claim(conn: psycopg.Connection) -> list[int]:
     rows = conn.execute(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO embedding_claims%'"
+        "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO \"embedding_claims\"%'"
     ).fetchall()
     return [pid for (pid,) in rows]
 
 
 def test_a_clip_written_while_another_run_claims_it_is_not_claimed_again(settings):
     clips = make_clips(3)
-    model, dims = settings.EMBEDDING_MODEL, settings.EMBEDDING_DIMENSIONS
+    config = embedding_settings()
+    model, dims = config.model, config.dimensions
     selection = Selection(model=model, dimensions=dims)
-    first, second = (BackfillRun.objects.create(model=model, dimensions=dims) for _ in "ab")
-    leases = [RunLease(first.pk), RunLease(second.pk)]
+    leases = [RunLease(), RunLease()]
+    first, second = (
+        BackfillRun.objects.create(pk=lease.run_id, model=model, dimensions=dims)
+        for lease in leases
+    )
     held, _ = claim_next(selection, after_id=0, limit=10, run_id=first.pk)
     assert len(held) == 3
     written, commit = threading.Event(), threading.Event()
@@ -605,7 +598,7 @@ def test_hostile_clip_text_is_embedded_exactly_or_skipped_with_a_reason(command_
     assert Clip.objects.count() == len(clips) + 2, "the table lost rows"
     nothing.refresh_from_db()
     assert nothing.embedding is None
-    assert nothing.embedding_error == BLANK
+    assert nothing.embedding_error == FailureKind.BLANK.value
     embedded = Clip.objects.exclude(pk=nothing.pk)
     assert not embedded.filter(embedding__isnull=True).exists()
     assert assert_nothing_wrong_stored() == len(clips) + 1

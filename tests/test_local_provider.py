@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from embeddings.checks import vector_column_dimensions
+from embeddings.backfill.preflight import vector_column_dimensions
+from embeddings.exceptions import FatalProviderError
 from embeddings.models import Clip
-from embeddings.provider import FatalProviderError
-from tests.test_backfill_command import backfill, make_clips
+from tests.support.clips import make_clips
+from tests.support.commands import backfill
 
 if importlib.util.find_spec("sentence_transformers") is None:
     if os.environ.get("CI"):
         raise RuntimeError("CI needs the local extra: pip install -e '.[local]'")
     pytest.skip("the local extra is not installed", allow_module_level=True)
 
-from embeddings.local_provider import LocalProvider
+from embeddings.providers.local import LocalProvider
 
 TEXTS = [
     "Title: insane 1v4 clutch on Ascent. Broadcaster: tenz. Game: Valorant",

@@ -20,7 +20,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.openai_server import (
+from tests.support.openai_server import (
     FakeOpenAIServer,
     Faults,
     estimate_tokens,

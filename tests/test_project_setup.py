@@ -10,9 +10,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from embeddings.checks import vector_column_dimensions
+from embeddings.app_settings import embedding_settings
+from embeddings.backfill.preflight import vector_column_dimensions
 from embeddings.clip_text import text_hash
-from embeddings.conf import embedding_settings
 from embeddings.models import Clip
 from project.embedded_postgres import embedded_database_url, stop_embedded_database
 from project.settings import database_config
@@ -61,9 +61,9 @@ def test_contract_defaults(settings):
         7,
         100,
     )
-    assert config.send_dimensions is True
+    assert config.sends_dimensions is True
     settings.EMBEDDING_MODEL = "text-embedding-ada-002"
-    assert embedding_settings().send_dimensions is False
+    assert embedding_settings().sends_dimensions is False
 
 
 def test_the_settings_repr_never_shows_the_key(settings):

@@ -13,7 +13,7 @@ import uuid
 import pytest
 import redis
 
-from embeddings.rate_limiter import (
+from embeddings.service.rate_limiter import (
     FallbackRateLimiter,
     LocalRateLimiter,
     RedisRateLimiter,
@@ -123,7 +123,7 @@ def test_observe_lowers_the_buckets_but_never_raises_them(make_limiter):
 
 
 def test_with_redis_down_it_paces_per_process_and_warns_once(caplog):
-    caplog.set_level(logging.INFO, logger="embeddings.rate_limiter")
+    caplog.set_level(logging.INFO, logger="embeddings.service.rate_limiter")
     limiter = build_rate_limiter(
         redis_url=CLOSED_PORT_URL, requests_per_minute=600, tokens_per_minute=60000
     )
@@ -140,7 +140,7 @@ def test_with_redis_down_it_paces_per_process_and_warns_once(caplog):
 
 
 def test_when_redis_comes_back_it_is_shared_again_and_says_so_once(redis_client, key, caplog):
-    caplog.set_level(logging.INFO, logger="embeddings.rate_limiter")
+    caplog.set_level(logging.INFO, logger="embeddings.service.rate_limiter")
     limits = {"requests_per_minute": 600, "tokens_per_minute": 60000}
     down = redis.Redis.from_url(CLOSED_PORT_URL, socket_timeout=1, socket_connect_timeout=1)
     limiter = FallbackRateLimiter(
@@ -213,12 +213,3 @@ def test_local_and_redis_follow_the_same_schedule_as_the_pure_algorithm(redis_cl
     for grants in (local_grants, redis_grants):
         for got, expected in zip(grants, EXPECTED_GRANTS, strict=True):
             assert expected - 0.02 <= got <= expected + 0.5, grants
-
-
-@pytest.mark.parametrize(
-    ("rpm", "tpm", "setting"),
-    [(0, 100, "EMBEDDING_REQUESTS_PER_MINUTE"), (100, -1, "EMBEDDING_TOKENS_PER_MINUTE")],
-)
-def test_a_limit_that_is_not_positive_names_the_setting_to_fix(rpm, tpm, setting):
-    with pytest.raises(ValueError, match=f"{setting} must be positive"):
-        build_rate_limiter(redis_url=None, requests_per_minute=rpm, tokens_per_minute=tpm)

@@ -2,7 +2,6 @@
 
 import signal
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,18 +9,14 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from embeddings.conf import embedding_settings
+from embeddings.app_settings import embedding_settings
 from embeddings.models import BackfillRun, Clip
-from embeddings.schedule import register_schedule
-from embeddings.tasks import SCHEDULE_NAME, embed_new_clips
-from tests.test_backfill_command import make_clips
-from tests.test_backfill_robustness import (
-    a_later_run_finishes_the_job,
-    assert_every_live_clip_right,
-    finish,
-    start_backfill,
-    wait_for,
-)
+from embeddings.tasks import SCHEDULE_NAME, embed_new_clips, register_schedule
+from tests.support.assertions import a_later_run_finishes_the_job, assert_every_live_clip_right
+from tests.support.clips import make_clips
+from tests.support.cluster import start_cluster, stop_cluster
+from tests.support.commands import finish, start_backfill
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,26 +77,6 @@ def cluster_env(command_env, redis_url, unique_prefix) -> dict[str, str]:
         "Q_CLUSTER_NAME": unique_prefix,
         "Q_WORKERS": "2",
     }
-
-
-def start_cluster(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def stop_cluster(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def enqueue(env: dict[str, str], *args: str) -> str:

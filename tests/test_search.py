@@ -18,9 +18,15 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from embeddings.models import Clip
-from embeddings.search import SEARCH_SETTINGS_SQL, SearchError, search_coverage, similar_clips
-from tests.openai_server import expected_vector
-from tests.test_backfill_command import backfill, make_clips
+from embeddings.search.vector import (
+    SEARCH_SETTINGS_SQL,
+    SearchError,
+    search_coverage,
+    similar_clips,
+)
+from tests.support.clips import make_clips
+from tests.support.commands import backfill
+from tests.support.openai_server import expected_vector
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,7 +246,7 @@ def test_coverage_counts_live_clips_with_a_current_vector(embedding_config):
     make_clips(10, removed_every=5)  # 2 removed, 8 live
     backfill("--limit", "3")
 
-    coverage = search_coverage(config)
+    coverage = search_coverage(Clip.objects.all(), config)
 
     assert (coverage.live, coverage.searchable) == (8, 3)
     assert coverage.low

@@ -6,9 +6,10 @@ import django.db.models.lookups
 import django.utils.timezone
 import pgvector.django.indexes
 import pgvector.django.vector
-from django.conf import settings
 from django.db import migrations, models
 from pgvector.django import VectorExtension
+
+from embeddings.app_settings import declared_dimensions
 
 
 # The vector size follows EMBEDDING_DIMENSIONS, as the model does, so a fresh database gets the
@@ -193,7 +194,7 @@ class Migration(migrations.Migration):
                 (
                     "embedding",
                     pgvector.django.vector.VectorField(
-                        blank=True, dimensions=settings.EMBEDDING_DIMENSIONS, null=True
+                        blank=True, dimensions=declared_dimensions(), null=True
                     ),
                 ),
                 ("embedding_model", models.CharField(blank=True, max_length=255, null=True)),

@@ -19,7 +19,7 @@ import psycopg
 import redis
 
 from tests.benchmarks.measure import manage_py, run_measured
-from tests.openai_server import start_subprocess
+from tests.support.openai_server import start_subprocess
 
 BENCH_DATABASE = "bench_clips"
 HNSW_INDEX = "clips_embedding_hnsw"
@@ -104,7 +104,7 @@ def _loader_seconds(output: str) -> float:
 
 
 class OpenAITestServer:
-    """`tests.openai_server` in a subprocess, so it never shares a GIL with what it serves."""
+    """`tests.support.openai_server` in a subprocess: it never shares a GIL with what it serves."""
 
     def __init__(self, process: subprocess.Popen, base_url: str) -> None:
         self.process = process

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 def distinct_texts(count: int) -> list[str]:
     """`count` different clip-like texts (demo titles, numbered so none repeats)."""
-    from embeddings.demo_clips import generate_demo_clips
+    from embeddings.demo.generator import generate_demo_clips
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return [
@@ -40,8 +40,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from embeddings.conf import embedding_settings
-    from embeddings.service import build_embedding_service
+    from embeddings.app_settings import embedding_settings
+    from embeddings.service.factory import build_embedding_service
 
     texts = distinct_texts(args.texts)
     service = build_embedding_service(embedding_settings())

@@ -1,32 +1,29 @@
 """`manage.py backfill_embeddings`: embed every live clip that lacks a current vector.
 
-A thin door into `embeddings.runs.execute_backfill`; the old Go tool's flags
+A thin door into `embeddings.backfill.runs.execute_backfill`; the old Go tool's flags
 (`-batch 100 -force -dry-run`) keep working beside the `--long` spellings.
 """
 
 import json
-import math
 import signal
 import threading
 from datetime import datetime, time, timedelta
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
-from django.db.models import Count, Func, IntegerField, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from embeddings.checks import ConfigurationError, check_database, check_vector_column
-from embeddings.claims import Selection
-from embeddings.clip_text import clip_text_expression
-from embeddings.conf import EmbeddingSettings, embedding_settings
-from embeddings.pipeline import Backfill, BackfillOptions, BackfillProgress
-from embeddings.progress_report import ProgressReporter, format_duration, summary_lines
-from embeddings.provider import FatalProviderError
-from embeddings.runs import cost_usd, execute_backfill
-from embeddings.schedule import enqueue_backfill
-from embeddings.service import build_embedding_service
-from embeddings.tokens import BYTES_PER_TOKEN
+from embeddings.app_settings import MAX_CONCURRENCY, EmbeddingSettings, embedding_settings
+from embeddings.backfill.estimate import estimate
+from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
+from embeddings.backfill.preflight import preflight
+from embeddings.backfill.progress_report import ProgressReporter, format_duration, summary_lines
+from embeddings.backfill.runs import cost_usd, execute_backfill
+from embeddings.backfill.selection import Selection
+from embeddings.management.base import EmbeddingCommand
+from embeddings.service.factory import build_embedding_service
+from embeddings.tasks import enqueue_backfill
 
 MAX_BATCH = 2048
 
@@ -46,7 +43,7 @@ def _created_after(value: str) -> datetime:
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
 
 
-class Command(BaseCommand):
+class Command(EmbeddingCommand):
     help = "Embed live clips that have no current embedding (all live clips with --force)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -99,15 +96,13 @@ class Command(BaseCommand):
         if opts["limit"] is not None and opts["limit"] < 1:
             raise CommandError("--limit must be at least 1", returncode=2)
         concurrency = opts["concurrency"] or config.concurrency
-        if not 1 <= concurrency <= 64:
-            raise CommandError("--concurrency must be between 1 and 64", returncode=2)
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise CommandError(
+                f"--concurrency must be between 1 and {MAX_CONCURRENCY}", returncode=2
+            )
         if not config.enabled:
             self.stderr.write(self.style.WARNING("EMBEDDING_ENABLED is false; running anyway."))
-        try:
-            check_database()
-            check_vector_column(config.dimensions)
-        except ConfigurationError as err:
-            raise CommandError(str(err), returncode=2) from None
+        preflight(config)
 
         selection = Selection(
             model=config.model,
@@ -125,10 +120,7 @@ class Command(BaseCommand):
             self._enqueue(selection, opts)
             return
 
-        try:
-            service = build_embedding_service(config, concurrency=concurrency)
-        except FatalProviderError as err:
-            raise CommandError(str(err), returncode=err.exit_code) from None
+        service = build_embedding_service(config, concurrency=concurrency)
         quiet = opts["json"] or opts["verbosity"] == 0
         if not quiet:
             self.stdout.write("Starting embedding backfill")
@@ -229,32 +221,24 @@ class Command(BaseCommand):
         return f"{progress.failed} clips failed; they are recorded and the next run retries them"
 
     def _estimate(self, options: BackfillOptions, config: EmbeddingSettings, as_json: bool) -> None:
-        qs = options.selection.queryset()
-        if options.limit is not None:
-            qs = qs.filter(pk__in=qs.order_by("pk").values("pk")[: options.limit])
-        octets = Func(clip_text_expression(), function="octet_length", output_field=IntegerField())
-        # Same estimate as embeddings.tokens: ceil(UTF-8 bytes / 4), in integer SQL.
-        tokens = (octets + BYTES_PER_TOKEN - 1) / BYTES_PER_TOKEN
-        totals = qs.aggregate(clips=Count("pk"), tokens=Sum(tokens))
-        clips, tokens = totals["clips"], int(totals["tokens"] or 0)
-        requests = math.ceil(clips / config.max_inputs_per_request) if clips else 0
-        minutes = max(requests / config.requests_per_minute, tokens / config.tokens_per_minute)
-        cost = cost_usd(tokens, config)
-        data = {
-            "clips": clips,
-            "estimated_tokens": tokens,
-            "requests": requests,
-            "cost_usd": float(cost) if cost is not None else None,
-            "minutes_at_limits": round(minutes, 2),
-        }
+        found = estimate(options.selection.queryset(), config, limit=options.limit)
+        cost = found.cost_usd
         if as_json:
+            data = {
+                "clips": found.clips,
+                "estimated_tokens": found.tokens,
+                "requests": found.requests,
+                "cost_usd": float(cost) if cost is not None else None,
+                "minutes_at_limits": found.minutes_at_limits,
+            }
             self.stdout.write(json.dumps(data, indent=2))
             return
-        self.stdout.write(f"Clips to embed: {clips}")
-        self.stdout.write(f"Estimated tokens: {tokens} in at least {requests} requests")
+        self.stdout.write(f"Clips to embed: {found.clips}")
+        self.stdout.write(f"Estimated tokens: {found.tokens} in at least {found.requests} requests")
         price = f"${cost:.4f} at list price" if cost is not None else "unknown price for model"
         self.stdout.write(f"Estimated cost: {price} ({config.model})")
         self.stdout.write(
-            f"Estimated time at the configured limits: {format_duration(minutes * 60)} "
+            f"Estimated time at the configured limits: "
+            f"{format_duration(found.minutes_at_limits * 60)} "
             f"({config.requests_per_minute} requests/min, {config.tokens_per_minute} tokens/min)"
         )

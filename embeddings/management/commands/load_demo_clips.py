@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from embeddings.demo_clips import load_demo_clips
+from embeddings.demo.loader import load_demo_clips
 
 
 class Command(BaseCommand):

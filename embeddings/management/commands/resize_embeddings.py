@@ -4,15 +4,17 @@ For a change of model or size (e.g. to the local 384-dimensional model): the old
 cannot be converted, so they are cleared, and the HNSW index is rebuilt for the new column.
 """
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connection, transaction
 
-from embeddings.checks import vector_column_dimensions
-from embeddings.conf import embedding_settings
-from embeddings.hnsw_index import HNSW_MAX_DIMENSIONS, build_hnsw_index, drop_hnsw_index
+from embeddings.app_settings import MAX_DIMENSIONS, embedding_settings
+from embeddings.backfill import sql
+from embeddings.backfill.index import HNSW_MAX_DIMENSIONS, build_hnsw_index, drop_hnsw_index
+from embeddings.backfill.preflight import vector_column_dimensions
+from embeddings.management.base import EmbeddingCommand
 
 
-class Command(BaseCommand):
+class Command(EmbeddingCommand):
     help = "Resize clips.embedding to EMBEDDING_DIMENSIONS, clearing old vectors."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -27,8 +29,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         dimensions = opts["dimensions"] or embedding_settings().dimensions
-        if not 1 <= dimensions <= 16000:
-            raise CommandError("--dimensions must be between 1 and 16000", returncode=2)
+        if not 1 <= dimensions <= MAX_DIMENSIONS:
+            raise CommandError(f"--dimensions must be between 1 and {MAX_DIMENSIONS}", returncode=2)
         current = vector_column_dimensions()
         if current == dimensions:
             self.stdout.write(f"clips.embedding already holds {dimensions}-dimensional vectors.")
@@ -42,14 +44,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             drop_hnsw_index()
             with connection.cursor() as cursor:
-                cursor.execute(
-                    f"ALTER TABLE clips ALTER COLUMN embedding TYPE vector({dimensions}) USING NULL"
-                )
-                cursor.execute(
-                    "UPDATE clips SET embedding_model = NULL, embedding_dimensions = NULL, "
-                    "embedding_text_hash = NULL, embedding_generated_at = NULL "
-                    "WHERE embedding_model IS NOT NULL OR embedding_text_hash IS NOT NULL"
-                )
+                cursor.execute(sql.resize_vector_column(dimensions))
+                cursor.execute(sql.CLEAR_PROVENANCE)
         if dimensions <= HNSW_MAX_DIMENSIONS:
             build_hnsw_index()
             index = "HNSW index rebuilt"

@@ -1,24 +1,24 @@
 """`manage.py search_clips "query text" [-k 10] [--json]`: the nearest live clips to a text.
 
-A thin door into `embeddings.search`; the query is embedded through the cached, rate-limited
+A thin door into `embeddings.search.vector`; the query is embedded through the cached, rate-limited
 service, so asking the same question twice costs one API call.
 """
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from embeddings.checks import ConfigurationError, check_database, check_vector_column
-from embeddings.conf import embedding_settings
+from embeddings.app_settings import embedding_settings
+from embeddings.backfill.preflight import preflight
+from embeddings.management.base import EmbeddingCommand
 from embeddings.models import Clip
-from embeddings.provider import FatalProviderError
-from embeddings.search import MAX_K, SearchCoverage, SearchError, search_coverage
-from embeddings.service import build_embedding_service
+from embeddings.search.vector import MAX_K, SearchCoverage, search_coverage
+from embeddings.service.factory import build_embedding_service
 
 COLUMNS = ("rank", "distance", "title", "broadcaster", "game")
 
 
-class Command(BaseCommand):
+class Command(EmbeddingCommand):
     help = "Find the live clips nearest in meaning to a text (cosine distance, nearest first)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,22 +36,13 @@ class Command(BaseCommand):
         if not 1 <= k <= MAX_K:
             raise CommandError(f"-k must be between 1 and {MAX_K}", returncode=2)
         config = embedding_settings()
+        preflight(config)
+        service = build_embedding_service(config, concurrency=1)
         try:
-            check_database()
-            check_vector_column(config.dimensions)
-        except ConfigurationError as err:
-            raise CommandError(str(err), returncode=2) from None
-        try:
-            service = build_embedding_service(config, concurrency=1)
-        except FatalProviderError as err:
-            raise CommandError(str(err), returncode=err.exit_code) from None
-        try:
-            coverage = search_coverage(config)
+            coverage = search_coverage(Clip.objects.all(), config)
             clips = Clip.objects.similar_to(
                 opts["query"], k, ef_search=opts["ef_search"], service=service
             )
-        except (SearchError, FatalProviderError) as err:
-            raise CommandError(str(err), returncode=err.exit_code) from None
         finally:
             service.close()
 

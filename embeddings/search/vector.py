@@ -8,21 +8,23 @@ pass them (up to pgvector's `hnsw.max_scan_tuples`, 20,000 by default: a filter 
 no row passes can return fewer than k). Relaxed order may return rows slightly out of order,
 so they are re-sorted here. Needs pgvector 0.8 or later (iterative scans).
 A clip without a current vector is never a match: any vector it holds describes other text.
+This module works on whatever Clip queryset it is given and never imports the models:
+`Clip.objects.similar_to` is a facade over `search_clips`.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 from django.db import connections, transaction
-from django.db.models import Count, QuerySet, Subquery
+from django.db.models import Model, QuerySet, Subquery
 from pgvector.django import CosineDistance
 
-from embeddings.conf import EmbeddingSettings, embedding_settings
-from embeddings.models import Clip, current_embedding_q
-from embeddings.service import EmbeddingService, build_embedding_service
+from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings, embedding_settings
+from embeddings.exceptions import InvalidSearch, SearchError
+from embeddings.service.embedding_service import EmbeddingService
+from embeddings.service.factory import build_embedding_service
 
 MAX_K = 1000
-MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 LOW_COVERAGE = 0.5  # below this fraction of live clips searchable, callers should warn
 
 
@@ -36,15 +38,6 @@ SEARCH_SETTINGS_SQL = (
     " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
     " set_config('enable_seqscan', 'off', true)"
 )
-
-
-class SearchError(Exception):
-    """The search cannot run as asked. `exit_code` follows the contract: 2 for a usage or
-    configuration error (k, ef_search, vector size), 1 for a query the API did not embed."""
-
-    def __init__(self, message: str, *, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -63,24 +56,22 @@ class SearchCoverage:
         return self.live > 0 and self.fraction < LOW_COVERAGE
 
 
-def search_coverage(config: EmbeddingSettings | None = None) -> SearchCoverage:
-    config = config or embedding_settings()
-    counts = Clip.objects.live().aggregate(
-        live=Count("pk"),
-        searchable=Count("pk", filter=current_embedding_q(config.model, config.dimensions)),
+def search_coverage(queryset: QuerySet, config: EmbeddingSettings) -> SearchCoverage:
+    live = queryset.live()
+    return SearchCoverage(
+        live=live.count(), searchable=live.current(config.model, config.dimensions).count()
     )
-    return SearchCoverage(live=counts["live"], searchable=counts["searchable"])
 
 
 def search_clips(
     queryset: QuerySet,
-    text_or_clip: "str | Clip",
+    text_or_clip: "str | Model",
     k: int = 10,
     *,
     ef_search: int | None = None,
     service: EmbeddingService | None = None,
     config: EmbeddingSettings | None = None,
-) -> list[Clip]:
+) -> list:
     """Nearest clips of `queryset` (its own filters become post-filters too) to a text, or to
     a clip (itself excluded). A clip's stored current vector is used as is; a clip without
     one, like a text, is embedded through `service` (built from settings, and closed, if None).
@@ -88,15 +79,15 @@ def search_clips(
     config = config or embedding_settings()
     _check_k(k)
     exclude_pk = None
-    if isinstance(text_or_clip, Clip):
+    if isinstance(text_or_clip, queryset.model):
         exclude_pk = text_or_clip.pk
-        vector = stored_vector(text_or_clip.pk, config)
+        vector = stored_vector(queryset, exclude_pk, config)
         if vector is None:
-            text = Clip.objects.with_text().values_list("text", flat=True).get(pk=exclude_pk)
-            vector = embed_query(text or "", config, service)
+            text = queryset.model.objects.with_text().values_list("text", flat=True)
+            vector = embed_query(text.get(pk=exclude_pk) or "", config, service)
     else:
         if not text_or_clip or not text_or_clip.strip():
-            raise SearchError("the query text is empty: say what to look for")
+            raise InvalidSearch("the query text is empty: say what to look for")
         vector = embed_query(text_or_clip, config, service)
     return nearest_clips(
         queryset,
@@ -108,24 +99,26 @@ def search_clips(
     )
 
 
-def similar_clips(clip: Clip, k: int = 10) -> list[Clip]:
+def similar_clips(clip: Model, k: int = 10) -> list:
     """The clip's nearest neighbours for its admin page. Never calls the embedding API (a page
     view must not spend money or wait on it): a clip without a current vector gets []."""
     config = embedding_settings()
-    if not Clip.objects.filter(pk=clip.pk).current(config.model, config.dimensions).exists():
+    clips = type(clip).objects
+    this = clips.filter(pk=clip.pk)
+    if not this.current(config.model, config.dimensions).exists():
         return []
     # The vector stays in PostgreSQL: a scalar subquery is evaluated once, and the index
     # still answers `ORDER BY embedding <=> (SELECT ...)`.
-    vector = Subquery(Clip.objects.filter(pk=clip.pk).values("embedding")[:1])
+    vector = Subquery(this.values("embedding")[:1])
     return nearest_clips(
-        Clip.objects.all(), vector, k, config=config, ef_search=config.search_ef, exclude_pk=clip.pk
+        clips.all(), vector, k, config=config, ef_search=config.search_ef, exclude_pk=clip.pk
     )
 
 
-def stored_vector(clip_id: int, config: EmbeddingSettings) -> np.ndarray | None:
+def stored_vector(queryset: QuerySet, clip_id: int, config: EmbeddingSettings) -> np.ndarray | None:
     """The clip's vector if it is current (made from its present text by this model)."""
     stored = (
-        Clip.objects.filter(pk=clip_id)
+        queryset.model.objects.filter(pk=clip_id)
         .current(config.model, config.dimensions)
         .values_list("embedding", flat=True)
         .first()
@@ -146,7 +139,7 @@ def embed_query(
             service.close()
     vector = result.vectors[0]
     if vector is None:
-        raise SearchError(f"the query could not be embedded: {result.errors[0]}", exit_code=1)
+        raise SearchError(f"the query could not be embedded: {result.errors[0]}")
     return vector
 
 
@@ -178,15 +171,15 @@ def nearest_clips(
     config: EmbeddingSettings,
     ef_search: int,
     exclude_pk: int | None = None,
-) -> list[Clip]:
+) -> list:
     _check_k(k)
     if not 1 <= ef_search <= MAX_EF_SEARCH:
-        raise SearchError(
+        raise InvalidSearch(
             f"ef_search (EMBEDDING_SEARCH_EF) must be between 1 and {MAX_EF_SEARCH}, "
             f"not {ef_search}"
         )
     if isinstance(vector, np.ndarray) and len(vector) != config.dimensions:
-        raise SearchError(
+        raise InvalidSearch(
             f"the query vector has {len(vector)} dimensions, the clips {config.dimensions}"
         )
     with transaction.atomic(using=queryset.db):
@@ -199,4 +192,4 @@ def nearest_clips(
 
 def _check_k(k: int) -> None:
     if not 1 <= k <= MAX_K:
-        raise SearchError(f"k must be between 1 and {MAX_K}, not {k}")
+        raise InvalidSearch(f"k must be between 1 and {MAX_K}, not {k}")

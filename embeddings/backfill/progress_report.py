@@ -7,7 +7,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from embeddings.pipeline import BackfillProgress
+from embeddings.backfill.pipeline import BackfillProgress
 
 PLAIN_EVERY_SECONDS = 2.0
 

@@ -13,13 +13,14 @@ import numpy as np
 import openai
 import orjson
 
-from embeddings.provider import (
+from embeddings.exceptions import (
     FatalProviderError,
     InputRejected,
+    ProviderConfigurationError,
     ProviderError,
-    ProviderResponse,
     RetryableError,
 )
+from embeddings.providers.base import ProviderResponse
 
 _INPUT_INDEX = re.compile(r"\$\.input\[(\d+)\]")
 
@@ -36,7 +37,7 @@ class OpenAIProvider:
         timeout: float,
     ) -> None:
         if not api_key:
-            raise FatalProviderError(
+            raise ProviderConfigurationError(
                 "OPENAI_API_KEY is not set: put it in .env or the environment "
                 "(any non-empty value works for servers that need no key)."
             )
@@ -95,7 +96,7 @@ class OpenAIProvider:
             seen[index] = True
         if lengths != {self.dimensions}:
             if len(lengths) == 1 and (expected > 1 or not self._size_confirmed):
-                raise FatalProviderError(
+                raise ProviderConfigurationError(
                     f"the API returned {lengths.pop()}-dimensional vectors but "
                     f"EMBEDDING_DIMENSIONS={self.dimensions}: set EMBEDDING_DIMENSIONS to the "
                     "model's size (and resize the column), or use a model that accepts "
@@ -146,8 +147,7 @@ def _classify(err: openai.APIStatusError) -> ProviderError:
     if status == 429 and code == "insufficient_quota":
         return FatalProviderError(
             "the OpenAI account has no quota left (429 insufficient_quota): check billing; "
-            "retrying cannot help",
-            exit_code=1,
+            "retrying cannot help"
         )
     if status == 429:
         return RetryableError(
@@ -161,13 +161,13 @@ def _classify(err: openai.APIStatusError) -> ProviderError:
             retry_after=_retry_after(err.response.headers),
         )
     if status == 401:
-        return FatalProviderError(
+        return ProviderConfigurationError(
             "the API rejected the key (401): check OPENAI_API_KEY (and OPENAI_BASE_URL)"
         )
     if status == 403:
-        return FatalProviderError(f"access denied (403): {message}")
+        return ProviderConfigurationError(f"access denied (403): {message}")
     if status == 404:
-        return FatalProviderError(
+        return ProviderConfigurationError(
             f"not found (404): is EMBEDDING_MODEL right and does OPENAI_BASE_URL end in /v1? "
             f"({message})"
         )
@@ -175,5 +175,5 @@ def _classify(err: openai.APIStatusError) -> ProviderError:
         match = _INPUT_INDEX.search(message)
         if match or getattr(err, "param", None) == "input":
             return InputRejected(message, index=int(match.group(1)) if match else None)
-        return FatalProviderError(f"the API refused the request (400): {message}")
-    return FatalProviderError(f"unexpected API error {status}: {message}")
+        return ProviderConfigurationError(f"the API refused the request (400): {message}")
+    return ProviderConfigurationError(f"unexpected API error {status}: {message}")

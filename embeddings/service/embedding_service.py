@@ -21,23 +21,18 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from embeddings.cache import EmbeddingCache
-from embeddings.conf import EmbeddingSettings
-from embeddings.packing import pack_requests
-from embeddings.provider import (
-    EmbeddingProvider,
-    FatalProviderError,
-    InputRejected,
-    ProviderResponse,
-    RetryableError,
-)
-from embeddings.rate_limiter import RateLimiter, UnlimitedRateLimiter, build_rate_limiter
-from embeddings.stats import EmbeddingStats
-from embeddings.tokens import estimate_tokens, truncate_to_tokens
+from embeddings.app_settings import EmbeddingSettings
+from embeddings.exceptions import Failure, FailureKind, InputRejected, RetryableError
+from embeddings.providers.base import EmbeddingProvider, ProviderResponse
+from embeddings.providers.tokens import estimate_tokens, truncate_to_tokens
+from embeddings.service.cache import EmbeddingCache
+from embeddings.service.packing import pack_requests
+from embeddings.service.rate_limiter import RateLimiter
+from embeddings.service.stats import EmbeddingStats
 
 logger = logging.getLogger(__name__)
 
-BLANK = "blank text: nothing to embed"
+BLANK = Failure.of(FailureKind.BLANK)
 
 
 @dataclass
@@ -45,15 +40,23 @@ class EmbedResult:
     """Per input position: its vector, or the reason it has none."""
 
     vectors: list[np.ndarray | None]
-    errors: dict[int, str]
+    errors: dict[int, Failure]
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
 
 
 @dataclass(frozen=True)
 class RequestLimits:
-    max_inputs: int = 2048
-    max_tokens: int = 300_000
-    max_tokens_per_input: int = 8192
+    max_inputs: int
+    max_tokens: int
+    max_tokens_per_input: int
+
+    @classmethod
+    def from_settings(cls, config: EmbeddingSettings) -> "RequestLimits":
+        return cls(
+            max_inputs=config.max_inputs_per_request,
+            max_tokens=config.max_tokens_per_request,
+            max_tokens_per_input=config.max_tokens_per_input,
+        )
 
 
 class EmbeddingService:
@@ -63,9 +66,9 @@ class EmbeddingService:
         *,
         cache: EmbeddingCache | None,
         limiter: RateLimiter,
-        limits: RequestLimits = RequestLimits(),
-        concurrency: int = 4,
-        max_retries: int = 6,
+        limits: RequestLimits,
+        concurrency: int,
+        max_retries: int,
         backoff_max: float = 30.0,
     ) -> None:
         self.provider = provider
@@ -86,12 +89,12 @@ class EmbeddingService:
     def embed(self, texts: Sequence[str], *, use_cache: bool = True) -> EmbedResult:
         """Vectors for `texts`; a FatalProviderError (bad key, no quota...) propagates."""
         stats = EmbeddingStats()
-        errors: dict[int, str] = {}
+        errors: dict[int, Failure] = {}
         wanted: dict[str, list[int]] = {}
         for position, text in enumerate(texts):
             if not text or not text.strip():
                 errors[position] = BLANK
-                stats.failures[BLANK] += 1
+                stats.failures[BLANK.message] += 1
                 continue
             sendable = truncate_to_tokens(text, self.limits.max_tokens_per_input)
             if sendable != text:
@@ -115,19 +118,19 @@ class EmbeddingService:
                     vectors[position] = found[text]
                 else:
                     errors[position] = failed[text]
-                    stats.failures[failed[text]] += 1
+                    stats.failures[failed[text].message] += 1
         return EmbedResult(vectors=vectors, errors=errors, stats=stats)
 
     def _embed_uncached(
         self, texts: list[str], stats: EmbeddingStats
-    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, Failure]]:
         groups = list(
             pack_requests(
                 texts, max_inputs=self.limits.max_inputs, max_tokens=self.limits.max_tokens
             )
         )
         vectors: dict[str, np.ndarray] = {}
-        failed: dict[str, str] = {}
+        failed: dict[str, Failure] = {}
         lock = threading.Lock()
 
         def run(group: list[str], tokens: int) -> None:
@@ -147,24 +150,27 @@ class EmbeddingService:
 
     def _embed_splitting(
         self, texts: list[str], tokens: int, stats: EmbeddingStats
-    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    ) -> tuple[dict[str, np.ndarray], dict[str, Failure]]:
         """Embed one packed group; around a refused input, embed the rest without it."""
         try:
             response = self._send_with_retries(texts, tokens, stats)
         except InputRejected as err:
             if len(texts) == 1:
-                return {}, {texts[0]: f"rejected by the API: {err}"}
+                return {}, {texts[0]: Failure.of(FailureKind.REJECTED, str(err))}
             if err.index is not None and 0 <= err.index < len(texts):
                 rest = texts[: err.index] + texts[err.index + 1 :]
                 got, bad = self._embed_splitting(rest, _estimate(rest), stats)
-                bad[texts[err.index]] = f"rejected by the API: {err}"
+                bad[texts[err.index]] = Failure.of(FailureKind.REJECTED, str(err))
                 return got, bad
             middle = len(texts) // 2
             got, bad = self._embed_splitting(texts[:middle], _estimate(texts[:middle]), stats)
             more, worse = self._embed_splitting(texts[middle:], _estimate(texts[middle:]), stats)
             return got | more, bad | worse
         except RetryableError as err:
-            return {}, dict.fromkeys(texts, f"gave up after {self.max_retries} retries: {err}")
+            gave_up = Failure(
+                FailureKind.GAVE_UP, f"gave up after {self.max_retries} retries: {err}"
+            )
+            return {}, dict.fromkeys(texts, gave_up)
         return dict(zip(texts, response.vectors, strict=True)), {}
 
     def _send_with_retries(
@@ -209,56 +215,3 @@ class EmbeddingService:
 
 def _estimate(texts: list[str]) -> int:
     return sum(estimate_tokens(t) for t in texts)
-
-
-def build_embedding_service(
-    config: EmbeddingSettings, *, concurrency: int | None = None
-) -> EmbeddingService:
-    """The service as configured: provider, `embeddings` cache alias, limiter."""
-    from django.core.cache import caches
-
-    provider: EmbeddingProvider
-    if config.provider == "openai":
-        from embeddings.openai_provider import OpenAIProvider
-
-        provider = OpenAIProvider(
-            api_key=config.api_key,
-            base_url=config.base_url,
-            model=config.model,
-            dimensions=config.dimensions,
-            send_dimensions=config.send_dimensions,
-            timeout=config.request_timeout,
-        )
-        limiter = build_rate_limiter(
-            redis_url=config.redis_url,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-        )
-        max_tokens = min(config.max_tokens_per_request, config.tokens_per_minute)
-    elif config.provider == "local":
-        from embeddings.local_provider import LocalProvider
-
-        provider = LocalProvider(model=config.model, dimensions=config.dimensions)
-        limiter = UnlimitedRateLimiter()  # no account to protect
-        concurrency = 1  # the model already uses every core
-        max_tokens = config.max_tokens_per_request
-    else:
-        raise FatalProviderError(
-            f"EMBEDDING_PROVIDER={config.provider!r} is not supported: use openai or local"
-        )
-    cache = EmbeddingCache(
-        caches["embeddings"], model=config.model, dimensions=config.dimensions, ttl=config.cache_ttl
-    )
-    return EmbeddingService(
-        provider,
-        cache=cache,
-        limiter=limiter,
-        limits=RequestLimits(
-            max_inputs=config.max_inputs_per_request,
-            # A request bigger than the TPM could never be granted, so it would never go.
-            max_tokens=max_tokens,
-            max_tokens_per_input=config.max_tokens_per_input,
-        ),
-        concurrency=concurrency or config.concurrency,
-        max_retries=config.max_retries,
-    )

@@ -1,4 +1,4 @@
-"""Which clips a run works on: keyset selection, and claims so two runs never share a clip.
+"""Claims, so two runs never pay for one clip: the run's lease, and claiming the next batch.
 
 A run holds a PostgreSQL advisory lock for its whole life on a connection of its own. A claim
 row counts only while the lock of its run is held: when a run ends, or is killed with -9, the
@@ -6,49 +6,14 @@ server drops the lock and its clips are free at once for the next run to take ov
 """
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg
 from django.db import connection, connections
 from django.db.models.expressions import RawSQL
 
+from embeddings.backfill import sql
+from embeddings.backfill.selection import Selection
 from embeddings.models import Clip
-
-LOCK_NAMESPACE = 0x636C6970  # "clip": the first key of every run's advisory lock
-
-_LIVE_RUNS = f"""
-    SELECT objid::bigint FROM pg_locks
-    WHERE locktype = 'advisory' AND classid = {LOCK_NAMESPACE} AND objsubid = 2 AND granted
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a run covers. `force` takes every live clip, else only those lacking a current
-    vector; the other fields narrow it (command flags, scheduled runs, task ranges, admin)."""
-
-    model: str
-    dimensions: int
-    force: bool = False
-    created_after: datetime | None = None
-    min_id: int | None = None
-    max_id: int | None = None
-    ids: tuple[int, ...] | None = None
-
-    def queryset(self):
-        qs = (
-            Clip.objects.live() if self.force else Clip.objects.pending(self.model, self.dimensions)
-        )
-        if self.created_after is not None:
-            qs = qs.filter(created_at__gte=self.created_after)
-        if self.min_id is not None:
-            qs = qs.filter(id__gte=self.min_id)
-        if self.max_id is not None:
-            qs = qs.filter(id__lte=self.max_id)
-        if self.ids is not None:
-            qs = qs.filter(id__in=self.ids)
-        return qs
 
 
 @dataclass(frozen=True, order=True)
@@ -59,20 +24,24 @@ class ClaimedClip:
 
 
 class RunLease:
-    """The advisory lock that keeps a run's claims valid; released on close or on death."""
+    """The advisory lock that keeps a run's claims valid; released on close or on death.
 
-    def __init__(self, run_id: int) -> None:
-        self.run_id = run_id
+    The lock is taken on a fresh run id before the run's row exists, so a reader that settles
+    dead runs (`running` rows whose lock is gone) can never catch a run being created.
+    """
+
+    def __init__(self) -> None:
         db = connections["default"]
         self._conn: psycopg.Connection = db.get_new_connection(db.get_connection_params())
         self._conn.autocommit = True
-        self._conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, run_id))
+        self.run_id: int = self._conn.execute(sql.NEXT_RUN_ID).fetchone()[0]
+        self._conn.execute(sql.TAKE_LEASE, (*sql.TAKE_LEASE_ARGS, self.run_id))
         # Claims left by runs that died are taken over lazily; clear them here as well.
-        self._conn.execute(f"DELETE FROM embedding_claims WHERE run_id NOT IN ({_LIVE_RUNS})")
+        self._conn.execute(sql.CLEAR_DEAD_CLAIMS)
 
     def close(self) -> None:
         try:
-            self._conn.execute("DELETE FROM embedding_claims WHERE run_id = %s", (self.run_id,))
+            self._conn.execute(sql.RELEASE_RUN_CLAIMS, (self.run_id,))
         except psycopg.Error:
             pass  # database gone: the lock went with the connection, the claims count for nothing
         finally:
@@ -95,14 +64,7 @@ def claim_next(
     if run_id is None:
         claimed_sql, claim_params = "SELECT id AS clip_id FROM candidates", []
     else:
-        claimed_sql = f"""
-            INSERT INTO embedding_claims (clip_id, run_id, claimed_at)
-            SELECT id, %s, now() FROM candidates
-            ON CONFLICT (clip_id) DO UPDATE
-                SET run_id = EXCLUDED.run_id, claimed_at = EXCLUDED.claimed_at
-                WHERE embedding_claims.run_id NOT IN ({_LIVE_RUNS})
-            RETURNING clip_id"""
-        claim_params = [run_id]
+        claimed_sql, claim_params = sql.CLAIM_CANDIDATES, [run_id]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -137,11 +99,12 @@ def _still_selected(
     return [clip for clip in clips if clip.id in selected]
 
 
-def release(clip_ids: list[int], run_id: int | None) -> None:
+def release(clip_ids: list[int], run_id: int | None, *, cursor=None) -> None:
+    """Free claims (on `cursor`, inside the caller's transaction, when given)."""
     if run_id is None or not clip_ids:
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "DELETE FROM embedding_claims WHERE run_id = %s AND clip_id = ANY(%s)",
-            [run_id, clip_ids],
-        )
+    if cursor is not None:
+        cursor.execute(sql.RELEASE_CLAIMS, [run_id, list(clip_ids)])
+        return
+    with connection.cursor() as own:
+        own.execute(sql.RELEASE_CLAIMS, [run_id, list(clip_ids)])

@@ -6,25 +6,25 @@ with it, >10,000 rows/s without); building it once afterwards is far cheaper.
 
 from django.db import connection
 
+from embeddings.backfill import sql
 from embeddings.models import Clip
 
-INDEX_NAME = "clips_embedding_hnsw"
 HNSW_MAX_DIMENSIONS = 2000  # pgvector's limit for `vector`
 
 
 def _index():
-    return next(index for index in Clip._meta.indexes if index.name == INDEX_NAME)
+    return next(index for index in Clip._meta.indexes if index.name == sql.HNSW_INDEX_NAME)
 
 
 def hnsw_index_exists() -> bool:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [INDEX_NAME])
+        cursor.execute(sql.INDEX_EXISTS, [sql.HNSW_INDEX_NAME])
         return cursor.fetchone()[0]
 
 
 def drop_hnsw_index() -> None:
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
+        cursor.execute(sql.DROP_HNSW_INDEX)
 
 
 def build_hnsw_index(maintenance_work_mem: str = "1GB") -> None:

@@ -14,6 +14,9 @@ import numpy as np
 from django.db import connection, transaction
 from pgvector.psycopg import register_vector
 
+from embeddings.backfill import sql
+from embeddings.backfill.claims import release
+
 # Keyed by the connection object itself: an id() is reused once a closed connection is freed.
 _REGISTERED: weakref.WeakSet = weakref.WeakSet()
 
@@ -37,10 +40,7 @@ def _raw_connection():
         register_vector(raw)
         _REGISTERED.add(raw)
     with raw.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS embedding_writes "
-            "(id bigint, embedding vector, text_hash text) ON COMMIT DELETE ROWS"
-        )
+        cur.execute(sql.CREATE_STAGING)
     return raw
 
 
@@ -53,37 +53,14 @@ def write_embeddings(
     with transaction.atomic():
         raw = _raw_connection()
         with raw.cursor() as cur:
-            with cur.copy(
-                "COPY embedding_writes (id, embedding, text_hash) FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy:
+            with cur.copy(sql.COPY_TO_STAGING) as copy:
                 copy.set_types(["int8", "vector", "text"])
                 for clip in clips:
                     copy.write_row((clip.id, clip.vector, clip.text_hash))
-            # A temp table has no statistics: without them the join below scans all of clips.
-            cur.execute("ANALYZE embedding_writes")
-            cur.execute(
-                """
-                UPDATE clips SET
-                    embedding = w.embedding,
-                    embedding_model = %s,
-                    embedding_dimensions = %s,
-                    embedding_text_hash = w.text_hash,
-                    embedding_generated_at = now(),
-                    embedding_error = NULL,
-                    embedding_attempts = 0,
-                    embedding_failed_at = NULL
-                FROM embedding_writes w
-                WHERE clips.id = w.id AND clips.text_hash = w.text_hash
-                RETURNING clips.id
-                """,
-                (model, dimensions),
-            )
+            cur.execute(sql.ANALYZE_STAGING)
+            cur.execute(sql.WRITE_FROM_STAGING, (model, dimensions))
             written = {row[0] for row in cur.fetchall()}
-            if run_id is not None:
-                cur.execute(
-                    "DELETE FROM embedding_claims WHERE run_id = %s AND clip_id = ANY(%s)",
-                    (run_id, [clip.id for clip in clips]),
-                )
+            release([clip.id for clip in clips], run_id, cursor=cur)
     return written
 
 
@@ -93,19 +70,5 @@ def record_failures(failures: dict[int, str], *, run_id: int | None) -> None:
         return
     ids = list(failures)
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(
-            """
-            UPDATE clips SET
-                embedding_error = f.reason,
-                embedding_attempts = embedding_attempts + 1,
-                embedding_failed_at = now()
-            FROM unnest(%s::bigint[], %s::text[]) AS f(id, reason)
-            WHERE clips.id = f.id
-            """,
-            [ids, [failures[i][:1000] for i in ids]],
-        )
-        if run_id is not None:
-            cur.execute(
-                "DELETE FROM embedding_claims WHERE run_id = %s AND clip_id = ANY(%s)",
-                [run_id, ids],
-            )
+        cur.execute(sql.RECORD_FAILURES, [ids, [failures[i][:1000] for i in ids]])
+        release(ids, run_id, cursor=cur)

@@ -16,15 +16,23 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
-from embeddings.claims import ClaimedClip, Selection, claim_next, release
-from embeddings.provider import FatalProviderError
-from embeddings.service import BLANK, EmbeddingService
-from embeddings.stats import EmbeddingStats
-from embeddings.writer import EmbeddedClip, record_failures, write_embeddings
+from embeddings.backfill.claims import ClaimedClip, claim_next, release
+from embeddings.backfill.selection import Selection
+from embeddings.backfill.writer import EmbeddedClip, record_failures, write_embeddings
+from embeddings.exceptions import (
+    EmbeddingError,
+    Failure,
+    FailureKind,
+    FatalProviderError,
+    RunAborted,
+    exit_code,
+)
+from embeddings.service.embedding_service import EmbeddingService
+from embeddings.service.stats import EmbeddingStats
 
 logger = logging.getLogger(__name__)
 
-CHANGED = "text changed during the run: the next run embeds the new text"
+CHANGED = Failure.of(FailureKind.CHANGED)
 _DONE = object()
 
 
@@ -47,7 +55,7 @@ class BackfillProgress:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     interrupted: bool = False
-    fatal: FatalProviderError | None = None
+    fatal: EmbeddingError | None = None
     reasons: Counter[str] = field(default_factory=Counter)
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
 
@@ -62,7 +70,7 @@ class BackfillProgress:
     @property
     def exit_code(self) -> int:
         if self.fatal is not None:
-            return self.fatal.exit_code
+            return exit_code(self.fatal)
         return 1 if self.failed or self.interrupted else 0
 
 
@@ -105,6 +113,7 @@ class Backfill:
 
     def run(self) -> BackfillProgress:
         self.progress.total = self.count()
+        self.on_progress(self.progress)
         embedders = [
             threading.Thread(target=self._embed_loop, name=f"embedder-{i}", daemon=True)
             for i in range(self.service.concurrency)
@@ -140,7 +149,7 @@ class Backfill:
                     self._to_embed.put(clips[start : start + batch])
         except Exception as err:
             logger.error("reading clips failed: %s", err)
-            self._fail_fatally(FatalProviderError(f"reading clips failed: {err}", exit_code=1))
+            self._fail_fatally(RunAborted(f"reading clips failed: {err}"))
         finally:
             for _ in range(self.service.concurrency):
                 self._to_embed.put(_DONE)
@@ -156,7 +165,7 @@ class Backfill:
                     self._embed(batches)
                 except Exception as err:
                     logger.exception("embedding a batch failed unexpectedly")
-                    self._fail_fatally(FatalProviderError(f"embedding failed: {err}", exit_code=1))
+                    self._fail_fatally(RunAborted(f"embedding failed: {err}"))
                     self._release(batches)
         finally:
             connection.close()
@@ -219,32 +228,30 @@ class Backfill:
                     self._write(*item)
                 except Exception as err:
                     logger.error("writing embeddings failed: %s", err)
-                    self._fail_fatally(
-                        FatalProviderError(f"writing to the database failed: {err}", exit_code=1)
-                    )
+                    self._fail_fatally(RunAborted(f"writing to the database failed: {err}"))
         finally:
             connection.close()
 
-    def _write(self, embedded: list[EmbeddedClip], errors: dict[int, str]) -> None:
+    def _write(self, embedded: list[EmbeddedClip], errors: dict[int, Failure]) -> None:
         model, dims = self.options.selection.model, self.options.selection.dimensions
         if self.options.dry_run:
             written = {clip.id for clip in embedded}
         else:
             written = write_embeddings(embedded, model=model, dimensions=dims, run_id=self.run_id)
-            record_failures(errors, run_id=self.run_id)
+            record_failures({i: str(f) for i, f in errors.items()}, run_id=self.run_id)
         changed = [clip.id for clip in embedded if clip.id not in written]
         release(changed, self.run_id)
         with self._lock:
             p = self.progress
             p.processed += len(written)
-            blanks = sum(1 for reason in errors.values() if reason == BLANK)
-            p.skipped += blanks + len(changed)
-            p.failed += len(errors) - blanks
-            p.reasons.update(errors.values())
-            p.reasons.update([CHANGED] * len(changed))
+            skipped = sum(1 for failure in errors.values() if failure.kind.skipped)
+            p.skipped += skipped + len(changed)
+            p.failed += len(errors) - skipped
+            p.reasons.update(str(failure) for failure in errors.values())
+            p.reasons.update([str(CHANGED)] * len(changed))
         self.on_progress(self.progress)
 
-    def _fail_fatally(self, error: FatalProviderError) -> None:
+    def _fail_fatally(self, error: EmbeddingError) -> None:
         with self._lock:
             if self.progress.fatal is None:
                 self.progress.fatal = error

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import redis
 
-logger = logging.getLogger("embeddings.rate_limiter")
+logger = logging.getLogger("embeddings.service.rate_limiter")
 
 DEFAULT_KEY = "clip-embeddings:ratelimit"
 JITTER_SECONDS = 0.01  # spreads out processes that would otherwise wake at the same instant
@@ -103,12 +103,7 @@ class _BucketLimiter:
     tpm: int
 
     def __init__(self, requests_per_minute: int, tokens_per_minute: int) -> None:
-        for name, value in (
-            ("EMBEDDING_REQUESTS_PER_MINUTE", requests_per_minute),
-            ("EMBEDDING_TOKENS_PER_MINUTE", tokens_per_minute),
-        ):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive (got {value}): use your account's limit")
+        # Positive limits are the settings' promise (embeddings.checks).
         self.rpm, self.tpm = requests_per_minute, tokens_per_minute
 
     def _run(self, op: str, x: float = 0, y: float = 0) -> float:

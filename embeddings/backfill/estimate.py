@@ -1,0 +1,44 @@
+"""What a run would cost before it runs: clips, tokens, requests, price and time at the limits."""
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Count, Func, IntegerField, Sum
+
+from embeddings.app_settings import EmbeddingSettings
+from embeddings.backfill.runs import cost_usd
+from embeddings.clip_text import clip_text_expression
+from embeddings.providers.tokens import BYTES_PER_TOKEN
+
+
+@dataclass(frozen=True)
+class Estimate:
+    clips: int
+    tokens: int
+    requests: int
+    cost_usd: Decimal | None
+    minutes_at_limits: float
+
+
+def token_estimate_sql() -> Func:
+    """`embeddings.providers.tokens.estimate_tokens` of each clip's text, inside PostgreSQL:
+    ceil(UTF-8 bytes / 4) in integer SQL, so a million clips are priced in one aggregate."""
+    octets = Func(clip_text_expression(), function="octet_length", output_field=IntegerField())
+    return (octets + BYTES_PER_TOKEN - 1) / BYTES_PER_TOKEN
+
+
+def estimate(queryset, config: EmbeddingSettings, *, limit: int | None = None) -> Estimate:
+    if limit is not None:
+        queryset = queryset.filter(pk__in=queryset.order_by("pk").values("pk")[:limit])
+    totals = queryset.aggregate(clips=Count("pk"), tokens=Sum(token_estimate_sql()))
+    clips, tokens = totals["clips"], int(totals["tokens"] or 0)
+    requests = math.ceil(clips / config.max_inputs_per_request) if clips else 0
+    minutes = max(requests / config.requests_per_minute, tokens / config.tokens_per_minute)
+    return Estimate(
+        clips=clips,
+        tokens=tokens,
+        requests=requests,
+        cost_usd=cost_usd(tokens, config),
+        minutes_at_limits=round(minutes, 2),
+    )

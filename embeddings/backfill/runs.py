@@ -1,0 +1,167 @@
+"""A backfill run from start to end: the record, the lease, the index mode, the pipeline.
+
+The command, the django-q2 tasks and the admin actions all call `execute_backfill`. The run's
+row tells the truth while it goes and after it dies: counts are saved every few seconds, and a
+`running` row whose lease is gone is settled as `interrupted` by the next run and by every
+reader of the history (`settle_dead_runs`).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from decimal import Decimal
+
+from django.db import connection
+from django.utils import timezone
+
+from embeddings.app_settings import EmbeddingSettings
+from embeddings.backfill import sql
+from embeddings.backfill.allocator import keep_memory_flat
+from embeddings.backfill.claims import RunLease
+from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
+from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
+from embeddings.models import BackfillRun
+from embeddings.service.embedding_service import EmbeddingService
+
+SAVE_EVERY_SECONDS = 2.0
+DIED = "the process running it died (killed, or its machine lost): counts are as last saved"
+
+
+def cost_usd(tokens: int, config: EmbeddingSettings) -> Decimal | None:
+    price = config.price_per_million_tokens
+    if price is None:
+        return None
+    return (Decimal(tokens) * Decimal(str(price)) / Decimal(1_000_000)).quantize(Decimal("1e-6"))
+
+
+def settle_dead_runs() -> int:
+    """Mark `running` runs whose lease is gone as interrupted; return how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SETTLE_DEAD_RUNS, [DIED])
+        return cursor.rowcount
+
+
+class RunRecorder:
+    """Keeps a run's row in step with its progress: at most every few seconds, and at the end."""
+
+    COUNTS = (
+        "total",
+        "processed",
+        "skipped",
+        "failed",
+        "cache_hits",
+        "requests",
+        "retries",
+        "rate_limited",
+        "tokens",
+        "cost_usd",
+        "duration_seconds",
+    )
+
+    def __init__(self, run: BackfillRun, config: EmbeddingSettings) -> None:
+        self.run = run
+        self.config = config
+        self._saved_at = float("-inf")
+
+    def progress(self, progress: BackfillProgress) -> None:
+        if time.monotonic() - self._saved_at < SAVE_EVERY_SECONDS:
+            return
+        self._saved_at = time.monotonic()
+        self._copy(progress)
+        self.run.updated_at = timezone.now()
+        BackfillRun.objects.filter(pk=self.run.pk, status=BackfillRun.Status.RUNNING).update(
+            **{name: getattr(self.run, name) for name in self.COUNTS},
+            updated_at=self.run.updated_at,
+        )
+
+    def finish(self, progress: BackfillProgress) -> None:
+        run = self.run
+        if progress.fatal is not None:
+            run.status = BackfillRun.Status.FAILED
+            run.error = str(progress.fatal)
+        elif progress.interrupted:
+            run.status = BackfillRun.Status.INTERRUPTED
+        elif progress.failed:
+            run.status = BackfillRun.Status.FAILED
+        else:
+            run.status = BackfillRun.Status.SUCCEEDED
+        if progress.failed and not run.error:
+            reasons = progress.reasons.most_common(3)
+            run.error = "; ".join(f"{n} x {reason}" for reason, n in reasons)
+        self._copy(progress)
+        run.finished_at = run.updated_at = timezone.now()
+        run.save()
+
+    def _copy(self, progress: BackfillProgress) -> None:
+        run, stats = self.run, progress.stats
+        run.total = progress.total
+        run.processed = progress.processed
+        run.skipped = progress.skipped
+        run.failed = progress.failed
+        run.cache_hits = stats.cache_hits
+        run.requests = stats.requests
+        run.retries = stats.retries
+        run.rate_limited = stats.rate_limited
+        run.tokens = stats.tokens
+        run.cost_usd = cost_usd(stats.tokens, self.config) or Decimal(0)
+        run.duration_seconds = progress.duration
+
+
+def execute_backfill(
+    service: EmbeddingService,
+    options: BackfillOptions,
+    config: EmbeddingSettings,
+    *,
+    trigger: str,
+    rebuild_index: bool = False,
+    on_start: Callable[[Backfill], None] | None = None,
+    on_progress: Callable[[BackfillProgress], None] | None = None,
+) -> tuple[BackfillProgress, BackfillRun | None]:
+    """Run the pipeline once; record it as a BackfillRun unless it is a dry run."""
+    keep_memory_flat()
+    run = lease = recorder = None
+    if not options.dry_run:
+        settle_dead_runs()
+        lease = RunLease()
+        run = BackfillRun.objects.create(
+            pk=lease.run_id,
+            trigger=trigger,
+            options=_jsonable(options),
+            model=config.model,
+            dimensions=config.dimensions,
+            index_mode="rebuild" if rebuild_index else "live",
+            updated_at=timezone.now(),
+        )
+        recorder = RunRecorder(run, config)
+
+    def progressed(progress: BackfillProgress) -> None:
+        if recorder:
+            recorder.progress(progress)
+        if on_progress:
+            on_progress(progress)
+
+    backfill = Backfill(service, options, run_id=run.pk if run else None, on_progress=progressed)
+    try:
+        if on_start:
+            on_start(backfill)
+        if rebuild_index and run:
+            drop_hnsw_index()
+        progress = backfill.run()
+    finally:
+        if rebuild_index and run:
+            build_hnsw_index()
+        if lease:
+            lease.close()
+    if recorder:
+        recorder.finish(progress)
+    return progress, run
+
+
+def _jsonable(options: BackfillOptions) -> dict:
+    data = asdict(options)
+    selection = data["selection"]
+    if selection["created_after"] is not None:
+        selection["created_after"] = selection["created_after"].isoformat()
+    if selection["ids"] is not None:
+        selection["ids"] = len(selection["ids"])
+    return data

@@ -1,0 +1,54 @@
+"""What a run covers: a value naming the clips, and the queries that walk them in key order."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from embeddings.models import Clip
+
+
+@dataclass(frozen=True)
+class Selection:
+    """`force` takes every live clip, else only those lacking a current vector; the other
+    fields narrow it (command flags, scheduled runs, task ranges, admin)."""
+
+    model: str
+    dimensions: int
+    force: bool = False
+    created_after: datetime | None = None
+    min_id: int | None = None
+    max_id: int | None = None
+    ids: tuple[int, ...] | None = None
+
+    def queryset(self) -> QuerySet:
+        qs = (
+            Clip.objects.live() if self.force else Clip.objects.pending(self.model, self.dimensions)
+        )
+        if self.created_after is not None:
+            qs = qs.filter(created_at__gte=self.created_after)
+        if self.min_id is not None:
+            qs = qs.filter(id__gte=self.min_id)
+        if self.max_id is not None:
+            qs = qs.filter(id__lte=self.max_id)
+        if self.ids is not None:
+            qs = qs.filter(id__in=self.ids)
+        return qs
+
+
+def id_ranges(selection: Selection, chunk: int) -> Iterator[tuple[int, int]]:
+    """(min_id, max_id) ranges of about `chunk` selected clips each, streamed in key order."""
+    ids = selection.queryset().order_by("id").values_list("id", flat=True)
+    first = last = None
+    count = 0
+    for clip_id in ids.iterator(chunk_size=10_000):
+        if first is None:
+            first = clip_id
+        last = clip_id
+        count += 1
+        if count == chunk:
+            yield first, last
+            first, count = None, 0
+    if first is not None:
+        yield first, last

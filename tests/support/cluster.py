@@ -1,0 +1,43 @@
+"""Real django-q2 clusters for the tests: `manage.py qcluster` subprocesses, stopped for sure.
+
+A cluster takes tasks from the queue named after it (REFERENCE.md): one that outlived its test
+would steal the next test's tasks, so every cluster runs in its own session and is ended in a
+`finally`.
+"""
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.support.commands import ROOT
+
+
+def start_cluster(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_cluster(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextmanager
+def running_cluster(env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    cluster = start_cluster(env)
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)

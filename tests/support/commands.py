@@ -1,0 +1,61 @@
+"""Running the backfill as the tests do: in process (`backfill`, `embed`) or as a real
+`manage.py` subprocess (`start_backfill`, `finish`), which is what a user runs."""
+
+import io
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from django.core.management import call_command
+
+from embeddings.app_settings import embedding_settings
+from embeddings.backfill.pipeline import BackfillOptions
+from embeddings.backfill.runs import execute_backfill
+from embeddings.backfill.selection import Selection
+from embeddings.service.factory import build_embedding_service
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository, where manage.py is
+
+
+def backfill(*args: str) -> str:
+    """`backfill_embeddings ARGS` in this process; returns its stdout."""
+    out = io.StringIO()
+    call_command("backfill_embeddings", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def embed(ids: list[int]) -> None:
+    """Embed clips through the pipeline, as any door would."""
+    config = embedding_settings()
+    service = build_embedding_service(config)
+    selection = Selection(config.model, config.dimensions, force=True, ids=tuple(ids))
+    try:
+        execute_backfill(service, BackfillOptions(selection=selection), config, trigger="test")
+    finally:
+        service.close()
+
+
+def start_backfill(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "backfill_embeddings", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    """Wait for a `start_backfill` run; its exit code and its stdout and stderr together."""
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def kill_hard(process: subprocess.Popen) -> None:
+    """SIGKILL a run that must still be going: nothing of it gets to clean up."""
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.kill()
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
