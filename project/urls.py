@@ -1,8 +1,9 @@
-"""URL configuration: the admin is the only web interface."""
+"""URL configuration: the admin, and the app's `/metrics` for Prometheus."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("embeddings.urls")),
 ]

@@ -10,7 +10,8 @@ with the project's own search code:
   those database queries;
 - latency of `Clip.objects.similar_to(text)` for `--queries` texts whose embeddings are cached
   (a first pass fills the cache through the test server and warms the database);
-- with `--coverage-only`: the render time of the admin coverage page instead (issue 6).
+- with `--coverage-only`: the render time of the admin coverage page and of a `/metrics`
+  scrape instead.
 
     python -m tests.benchmarks.search_probe --clips 20000 --queries 100   # prints JSON
 """
@@ -147,7 +148,7 @@ def plan_uses_index(vector: np.ndarray, config, forced: bool) -> bool:
     from django.db import connection, transaction
 
     from embeddings.models import Clip
-    from embeddings.search import SEARCH_SETTINGS_SQL, search_queryset
+    from embeddings.search.vector import SEARCH_SETTINGS_SQL, search_queryset
 
     sql, params = search_queryset(
         Clip.objects.all(), vector, K, config=config
@@ -161,9 +162,9 @@ def plan_uses_index(vector: np.ndarray, config, forced: bool) -> bool:
     return "clips_embedding_hnsw" in plan
 
 
-def coverage_page_ms(renders: int) -> dict[str, float]:
-    """The admin coverage page (issue 6), rendered whole as a superuser sees it, `renders`
-    times after one warm-up."""
+def page_ms(path: str, renders: int) -> dict[str, float]:
+    """A page (the admin coverage page, `/metrics`) got whole as a superuser gets it,
+    `renders` times after one warm-up."""
     from django.contrib.auth.models import User
     from django.test import Client
 
@@ -173,9 +174,9 @@ def coverage_page_ms(renders: int) -> dict[str, float]:
     seconds = []
     for attempt in range(renders + 1):
         began = time.perf_counter()
-        response = client.get("/admin/embeddings/clip/coverage/")
+        response = client.get(path)
         if response.status_code != 200:
-            raise RuntimeError(f"coverage page answered {response.status_code}")
+            raise RuntimeError(f"{path} answered {response.status_code}")
         if attempt:
             seconds.append(time.perf_counter() - began)
     return percentiles_ms(seconds)
@@ -199,11 +200,11 @@ def main() -> None:
     django.setup()
     from django.db import connection
 
-    from embeddings.conf import embedding_settings
-    from embeddings.hnsw_index import build_hnsw_index, drop_hnsw_index
+    from embeddings.app_settings import embedding_settings
+    from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
     from embeddings.models import Clip
-    from embeddings.search import nearest_clips
-    from embeddings.service import build_embedding_service
+    from embeddings.search.vector import nearest_clips
+    from embeddings.service.factory import build_embedding_service
 
     config = embedding_settings()
     dims = config.dimensions
@@ -212,8 +213,10 @@ def main() -> None:
     if args.coverage_only:
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE clips")
-        page = coverage_page_ms(args.queries)
-        print(json.dumps({"clips": args.clips, "dimensions": dims, "coverage_page": page}))
+        page = page_ms("/admin/embeddings/clip/coverage/", args.queries)
+        metrics = page_ms("/metrics", args.queries)
+        summary = {"clips": args.clips, "dimensions": dims, "coverage_page": page}
+        print(json.dumps({**summary, "metrics": metrics}))
         return
     started = time.perf_counter()
     build_hnsw_index(maintenance_work_mem="8GB")
