@@ -1,8 +1,6 @@
 """The coverage page in a real browser: log in, read the numbers, embed from the list, see
 coverage move. Headless Chromium from Debian's packages, driven by Playwright."""
 
-import importlib.util
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,42 +8,26 @@ import pytest
 from django.utils import timezone
 
 from embeddings.models import Clip
-from tests.test_admin import embed
-from tests.test_backfill_command import assert_all_live_clips_right, make_clips
+from tests.support.assertions import assert_every_live_clip_right
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.support.clips import make_clips
+from tests.support.commands import embed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _require_browser() -> None:
-    """Skip visibly without a browser; in CI (env CI set) a missing browser is a failure."""
-    missing = []
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
-    if importlib.util.find_spec("playwright") is None:
-        missing.append("the playwright package (pip install playwright)")
-    if missing:
-        reason = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def test_an_operator_embeds_clips_from_the_list_and_sees_coverage_rise(
-    live_server, embedding_config, django_user_model
+    live_server, embedding_config, django_user_model, settings
 ):
-    _require_browser()
+    require_browser()
+    # live_server answers /static/ from the finders, which know no hashed manifest names: plain
+    # storage here. tests/test_serve_browser.py checks the real server's static files.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     from playwright.sync_api import expect, sync_playwright
 
     embedding_config()
@@ -96,5 +78,5 @@ def test_an_operator_embeds_clips_from_the_list_and_sees_coverage_rise(
             browser.close()
 
     assert Clip.objects.live().filter(embedding__isnull=True).count() == 0
-    assert_all_live_clips_right()
+    assert_every_live_clip_right()
     assert (ARTIFACTS / "coverage.png").stat().st_size > 10_000
