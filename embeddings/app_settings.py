@@ -79,6 +79,9 @@ SETTINGS = {
     "schedule_limit": Setting("EMBEDDING_SCHEDULE_LIMIT", 100, int),
     "search_ef": Setting("EMBEDDING_SEARCH_EF", 100, int),
     "metrics_token": Setting("METRICS_TOKEN", None, _optional_str),
+    "live_sync": Setting("EMBEDDING_LIVE_SYNC", True, _bool),
+    "live_sync_gather_seconds": Setting("EMBEDDING_LIVE_SYNC_GATHER_SECONDS", 1.0, float),
+    "sweep_minutes": Setting("EMBEDDING_SWEEP_MINUTES", 5, int),
 }
 # The local provider's model makes 384-dimensional vectors: other defaults would never work.
 LOCAL_DEFAULTS = {"model": LOCAL_MODEL, "dimensions": LOCAL_DIMENSIONS}
@@ -108,6 +111,9 @@ class EmbeddingSettings:
     schedule_limit: int
     search_ef: int
     metrics_token: str | None
+    live_sync: bool
+    live_sync_gather_seconds: float
+    sweep_minutes: int
 
     @property
     def price_per_million_tokens(self) -> float | None:
@@ -188,6 +194,8 @@ def problems(config: EmbeddingSettings) -> list[str]:
         ("schedule_lookback_days", 1, None),
         ("schedule_limit", 1, None),
         ("search_ef", 1, MAX_EF_SEARCH),
+        ("live_sync_gather_seconds", 0, 60),
+        ("sweep_minutes", 1, None),
     ]
     for field, low, high in checks:
         found += _range(names[field], getattr(config, field), low, high)

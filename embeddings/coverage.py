@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Case, Count, DateField, Q, When
+from django.db.models import Case, Count, DateField, Min, Q, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -56,6 +56,11 @@ class CoverageReport:
     failure_reasons: list[tuple[str, int]]
     models: list[ModelCoverage]
     days: list[DayCoverage]
+    oldest_pending_at: datetime | None  # the text of the clip waiting longest changed then
+
+    @property
+    def oldest_pending_seconds(self) -> float:
+        return _age_seconds(self.oldest_pending_at)
 
     @property
     def missing(self) -> int:
@@ -67,8 +72,10 @@ class CoverageReport:
         return _percent(self.current, self.live)
 
 
-def _count_expressions(model: str, dimensions: int) -> dict[str, Count]:
+def _count_expressions(model: str, dimensions: int) -> dict[str, Count | Min]:
+    pending = Q(is_removed=False) & ~current_embedding_q(model, dimensions)
     return {
+        "oldest_pending_at": Min("text_changed_at", filter=pending),
         "live": Count("pk", filter=Q(is_removed=False)),
         "removed": Count("pk", filter=Q(is_removed=True)),
         "with_vector": Count("pk", filter=Q(is_removed=False, embedding__isnull=False)),
@@ -83,6 +90,12 @@ class CoverageCounts:
     current: int
     stale: int
     failed: int
+    oldest_pending_at: datetime | None
+
+    @property
+    def oldest_pending_seconds(self) -> float:
+        """How long the clip waiting longest has waited (0: none waits): live sync's lag."""
+        return _age_seconds(self.oldest_pending_at)
 
     @property
     def pending(self) -> int:
@@ -97,6 +110,7 @@ def coverage_counts(model: str, dimensions: int) -> CoverageCounts:
         current=totals["current"],
         stale=totals["with_vector"] - totals["current"],
         failed=totals["failed"],
+        oldest_pending_at=totals["oldest_pending_at"],
     )
 
 
@@ -125,6 +139,7 @@ def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> C
         .annotate(**_count_expressions(model, dimensions))
     )
     totals = Counter()
+    waiting_since = [g["oldest_pending_at"] for g in groups if g["oldest_pending_at"] is not None]
     by_model: dict[tuple[str | None, int | None], Counter] = {}
     made_on: Counter = Counter()
     current_made_on: Counter = Counter()
@@ -150,6 +165,7 @@ def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> C
         never_embedded=totals["live"] - totals["with_vector"],
         removed=totals["removed"],
         failure_reasons=_failure_reasons(failed),
+        oldest_pending_at=min(waiting_since, default=None),
         models=sorted(
             (
                 ModelCoverage(
@@ -204,6 +220,10 @@ def _days(
             )
         )
     return result
+
+
+def _age_seconds(moment: datetime | None) -> float:
+    return max(0.0, (timezone.now() - moment).total_seconds()) if moment else 0.0
 
 
 def _percent(part: int, whole: int) -> float:

@@ -40,6 +40,10 @@ class EmbeddingCollector:
                 counts.stale,
             ),
             "failed_clips": ("Live clips whose last attempt failed.", counts.failed),
+            "oldest_pending_seconds": (
+                "Seconds the clip waiting longest for its vector has waited (live sync's lag).",
+                counts.oldest_pending_seconds,
+            ),
         }
         for name, (documentation, value) in gauges.items():
             yield GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=value)

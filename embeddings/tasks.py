@@ -13,44 +13,57 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
+from embeddings import live_sync
 from embeddings.app_settings import EmbeddingSettings, embedding_settings
-from embeddings.backfill.pipeline import BackfillOptions
+from embeddings.backfill.pipeline import BackfillOptions, Follow
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection, id_ranges
+from embeddings.models import Clip
 from embeddings.service.factory import build_embedding_service
 
 logger = logging.getLogger(__name__)
 
 SCHEDULE_NAME = "embed-new-clips"
 SCHEDULED_FUNC = "embeddings.tasks.embed_new_clips"
+SWEEP_NAME = "embed-written-clips"
+SWEEP_FUNC = "embeddings.tasks.sweep_written_clips"
 RANGE_FUNC = "embeddings.tasks.embed_clip_range"
 IDS_FUNC = "embeddings.tasks.embed_clip_ids"
 
 
 def register_schedule(config: EmbeddingSettings) -> None:
-    """Create or update the schedule by name, so each `migrate` keeps it in step with the
-    settings (Schedule.name is not unique and `schedule()` would add a duplicate)."""
+    """Create or update the schedules by name, so each `migrate` keeps them in step with the
+    settings (Schedule.name is not unique and `schedule()` would add a duplicate). The sweep
+    exists while live sync is on."""
     from django_q.models import Schedule
 
-    Schedule.objects.update_or_create(
-        name=SCHEDULE_NAME,
-        defaults={
-            "func": SCHEDULED_FUNC,
-            "schedule_type": Schedule.MINUTES,
-            "minutes": config.schedule_minutes,
-            "repeats": -1,
-        },
-    )
+    schedules = {SCHEDULE_NAME: (SCHEDULED_FUNC, config.schedule_minutes)}
+    if config.live_sync:
+        schedules[SWEEP_NAME] = (SWEEP_FUNC, config.sweep_minutes)
+    else:
+        Schedule.objects.filter(name=SWEEP_NAME).delete()
+    for name, (func, minutes) in schedules.items():
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": minutes,
+                "repeats": -1,
+            },
+        )
 
 
-def _run(options: BackfillOptions, trigger: str, *, only_if_enabled: bool = True) -> dict | None:
+def _run(
+    options: BackfillOptions, trigger: str, *, only_if_enabled: bool = True, on_poll=None
+) -> dict | None:
     config = embedding_settings()
     if only_if_enabled and not config.enabled:
         logger.info("EMBEDDING_ENABLED is false: the %s run does nothing", trigger)
         return None
     service = build_embedding_service(config)
     try:
-        progress, run = execute_backfill(service, options, config, trigger=trigger)
+        progress, run = execute_backfill(service, options, config, trigger=trigger, on_poll=on_poll)
     finally:
         service.close()
         connection.close()
@@ -77,6 +90,33 @@ def embed_new_clips() -> dict | None:
         selection=_selection(created_after=since), limit=config.schedule_limit
     )
     return _run(options, trigger="schedule")
+
+
+def sync_live_clips() -> dict | None:
+    """Live sync's loop, queued by a save's commit (`embeddings.live_sync`): one run that
+    follows the stream of new and edited clips until it goes quiet."""
+    config = embedding_settings()
+    if not config.live_sync:
+        return None
+    follow = Follow(gather_seconds=config.live_sync_gather_seconds)
+    options = BackfillOptions(selection=_selection(new_or_edited=True), follow=follow)
+    while True:
+        result = _run(options, trigger="live", on_poll=live_sync.keep_loop_marked)
+        live_sync.unmark_loop()
+        # A clip saved while this loop was deciding to end found it still marked: look once
+        # more, and go on unless a save since then has queued a new loop.
+        if result is None or not Clip.objects.awaiting_vector_ids(after_id=0, limit=1).exists():
+            return result
+        if not live_sync.mark_loop():
+            return result
+
+
+def sweep_written_clips() -> dict | None:
+    """Every EMBEDDING_SWEEP_MINUTES: clips written any other way (raw SQL, another service)
+    or whose nudge was lost. The same selection as live sync, in one pass."""
+    if not embedding_settings().live_sync:
+        return None
+    return _run(BackfillOptions(selection=_selection(new_or_edited=True)), trigger="sweep")
 
 
 def embed_clip_range(

@@ -62,6 +62,13 @@ def openai_server() -> Iterator[FakeOpenAIServer]:
 
 
 @pytest.fixture(autouse=True)
+def no_live_sync_in_the_test_process(settings) -> None:
+    """This process's clip writes queue nothing: a test that wants live sync turns it on, or
+    runs the site's processes (tests/support/save_stream.py) with a queue of their own."""
+    settings.EMBEDDING_LIVE_SYNC = False
+
+
+@pytest.fixture(autouse=True)
 def isolated_embedding_cache(settings, unique_prefix: str) -> None:
     """Each test gets its own cache namespace: nothing cached by a dev run or another test."""
     caches = copy.deepcopy(settings.CACHES)

@@ -57,7 +57,7 @@ def claim_next(
     without claiming) and the cursor for the next call (None when the selection is exhausted).
     One statement, one round trip: pick candidates, claim them, read their text.
     """
-    candidates = selection.queryset().filter(id__gt=after_id).order_by("id").values("id")[:limit]
+    candidates = selection.candidates(after_id=after_id, limit=limit)
     candidate_sql, candidate_params = candidates.query.sql_with_params()
     texts = Clip.objects.with_text().filter(id__in=RawSQL("SELECT clip_id FROM claimed", ()))
     text_sql, text_params = texts.values_list("id", "text", "text_hash").query.sql_with_params()

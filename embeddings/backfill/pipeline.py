@@ -37,11 +37,27 @@ _DONE = object()
 
 
 @dataclass(frozen=True)
+class Follow:
+    """Live sync: instead of one pass, keep claiming clips as they come to need a vector.
+
+    Claimed clips wait up to `gather_seconds` for company before they are sent, so a stream
+    of saves becomes few large requests; the run ends after `idle_seconds` with nothing to
+    claim, or after `max_seconds` (a django-q2 task must end inside the cluster's timeout).
+    """
+
+    gather_seconds: float
+    idle_seconds: float = 30.0
+    poll_seconds: float = 0.25
+    max_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class BackfillOptions:
     selection: Selection
     batch_size: int = 50
     limit: int | None = None
     dry_run: bool = False
+    follow: Follow | None = None
 
 
 @dataclass
@@ -84,11 +100,13 @@ class Backfill:
         *,
         run_id: int | None,
         on_progress: Callable[[BackfillProgress], None] | None = None,
+        on_poll: Callable[[], None] | None = None,
     ) -> None:
         self.service = service
         self.options = options
         self.run_id = None if options.dry_run else run_id
         self.on_progress = on_progress or (lambda progress: None)
+        self.on_poll = on_poll or (lambda: None)  # a following run is alive (each claim)
         self.progress = BackfillProgress()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -100,7 +118,9 @@ class Backfill:
         self._total: int | None = None
 
     def count(self) -> int:
-        """How many clips the run selects (counted once)."""
+        """How many clips the run selects (counted once); a following run counts as it claims."""
+        if self.options.follow is not None:
+            return 0
         if self._total is None:
             total = self.options.selection.queryset().count()
             limit = self.options.limit
@@ -133,6 +153,9 @@ class Backfill:
 
     def _read_loop(self) -> None:
         try:
+            if self.options.follow is not None:
+                self._follow(self.options.follow)
+                return
             cursor, taken = 0, 0
             limit = self.options.limit
             while not self._stop.is_set() and (limit is None or taken < limit):
@@ -144,9 +167,7 @@ class Backfill:
                     break
                 cursor = next_cursor
                 taken += len(clips)
-                batch = self.options.batch_size
-                for start in range(0, len(clips), batch):
-                    self._to_embed.put(clips[start : start + batch])
+                self._queue(clips)
         except Exception as err:
             logger.error("reading clips failed: %s", err)
             self._fail_fatally(RunAborted(f"reading clips failed: {err}"))
@@ -154,6 +175,44 @@ class Backfill:
             for _ in range(self.service.concurrency):
                 self._to_embed.put(_DONE)
             connection.close()
+
+    def _queue(self, clips: list[ClaimedClip]) -> None:
+        batch = self.options.batch_size
+        for start in range(0, len(clips), batch):
+            self._to_embed.put(clips[start : start + batch])
+
+    def _follow(self, follow: Follow) -> None:
+        """Claim from the start of the key order at every poll (an edited clip may sit below
+        the cursor); hold what is claimed until a request's worth or `gather_seconds`."""
+        held: list[ClaimedClip] = []
+        cursor = 0
+        held_since = last_claim = started = time.monotonic()
+        while not self._stop.is_set():
+            clips, next_cursor = claim_next(
+                self.options.selection,
+                after_id=cursor,
+                limit=self._window - len(held),
+                run_id=self.run_id,
+            )
+            now = time.monotonic()
+            if clips:
+                held_since = held_since if held else now
+                held += clips
+                last_claim = now
+                with self._lock:
+                    self.progress.total += len(clips)
+            if held and (len(held) >= self._window or now - held_since >= follow.gather_seconds):
+                self._queue(held)
+                held = []
+            self.on_poll()
+            cursor = 0 if next_cursor is None else next_cursor
+            if next_cursor is not None:
+                continue  # more selected clips after the cursor: read on at once
+            idle = now - last_claim >= follow.idle_seconds
+            if not held and (idle or now - started >= follow.max_seconds):
+                break
+            self._stop.wait(follow.poll_seconds)
+        self._queue(held)
 
     def _embed_loop(self) -> None:
         try:

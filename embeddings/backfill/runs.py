@@ -116,6 +116,7 @@ def execute_backfill(
     rebuild_index: bool = False,
     on_start: Callable[[Backfill], None] | None = None,
     on_progress: Callable[[BackfillProgress], None] | None = None,
+    on_poll: Callable[[], None] | None = None,
 ) -> tuple[BackfillProgress, BackfillRun | None]:
     """Run the pipeline once; record it as a BackfillRun unless it is a dry run."""
     keep_memory_flat()
@@ -140,7 +141,13 @@ def execute_backfill(
         if on_progress:
             on_progress(progress)
 
-    backfill = Backfill(service, options, run_id=run.pk if run else None, on_progress=progressed)
+    backfill = Backfill(
+        service,
+        options,
+        run_id=run.pk if run else None,
+        on_progress=progressed,
+        on_poll=on_poll,
+    )
     try:
         if on_start:
             on_start(backfill)

@@ -11,21 +11,35 @@ from embeddings.models import Clip
 
 @dataclass(frozen=True)
 class Selection:
-    """`force` takes every live clip, else only those lacking a current vector; the other
-    fields narrow it (command flags, scheduled runs, task ranges, admin)."""
+    """`force` takes every live clip, `new_or_edited` only those live sync serves (no vector,
+    or one of other text), else those lacking a current vector; the other fields narrow it
+    (command flags, scheduled runs, task ranges, admin)."""
 
     model: str
     dimensions: int
     force: bool = False
+    new_or_edited: bool = False
     created_after: datetime | None = None
     min_id: int | None = None
     max_id: int | None = None
     ids: tuple[int, ...] | None = None
 
     def queryset(self) -> QuerySet:
-        qs = (
-            Clip.objects.live() if self.force else Clip.objects.pending(self.model, self.dimensions)
-        )
+        narrowed = self._narrowed()
+        if self.force:
+            return narrowed.live()
+        if self.new_or_edited:
+            return narrowed.awaiting_vector()
+        return narrowed.pending(self.model, self.dimensions)
+
+    def candidates(self, *, after_id: int, limit: int) -> QuerySet:
+        """The ids of the next `limit` selected clips after `after_id`, in key order."""
+        if self.new_or_edited:
+            return self._narrowed().awaiting_vector_ids(after_id=after_id, limit=limit)
+        return self.queryset().filter(id__gt=after_id).order_by("id").values("id")[:limit]
+
+    def _narrowed(self) -> QuerySet:
+        qs = Clip.objects.all()
         if self.created_after is not None:
             qs = qs.filter(created_at__gte=self.created_after)
         if self.min_id is not None:

@@ -36,11 +36,12 @@ class Sizes:
     search_clips_dimensions: int = 64  # see tests/benchmarks/search.py for why not 768
     search_queries: int = 100
     local_texts: int = 2_000
+    live_sync_seconds: int = 60
 
 
 FULL = Sizes()
 # `--quick`: a smoke run of the harness
-QUICK = Sizes(2_000, 2_000, 1, 2_000, (1_000, 10_000), 2_000, 20_000, 64, 20, 200)
+QUICK = Sizes(2_000, 2_000, 1, 2_000, (1_000, 10_000), 2_000, 20_000, 64, 20, 200, 5)
 
 
 @dataclass(frozen=True)
@@ -340,6 +341,13 @@ def local_provider(bench: Bench) -> Outcome:
     return outcome
 
 
+def live_sync(bench: Bench) -> Outcome:
+    """Issue 14: lag and clips per request of live sync under a stream of saves."""
+    from tests.benchmarks.live_sync import live_sync as measure
+
+    return measure(bench)
+
+
 def semantic_search(bench: Bench) -> Outcome:
     """Issue 8: recall@10 of the HNSW path and search latency (tests/benchmarks/search.py)."""
     from tests.benchmarks.search import semantic_search as measure
@@ -355,4 +363,5 @@ SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     semantic_search,
     admin_coverage_page,
     local_provider,
+    live_sync,
 )

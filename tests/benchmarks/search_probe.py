@@ -166,8 +166,11 @@ def page_ms(path: str, renders: int) -> dict[str, float]:
     """A page (the admin coverage page, `/metrics`) got whole as a superuser gets it,
     `renders` times after one warm-up."""
     from django.contrib.auth.models import User
+    from django.core.management import call_command
     from django.test import Client
 
+    # Pages name static files through WhiteNoise's manifest, as behind `make serve`.
+    call_command("collectstatic", "--noinput", verbosity=0)
     user, _ = User.objects.get_or_create(username="bench", is_staff=True, is_superuser=True)
     client = Client(SERVER_NAME="localhost")
     client.force_login(user)
