@@ -46,7 +46,7 @@ class Follow:
     """
 
     gather_seconds: float
-    idle_seconds: float = 30.0
+    idle_seconds: float = 10.0
     poll_seconds: float = 0.25
     max_seconds: float = 600.0
 

@@ -7,7 +7,6 @@ under 5 s at 20 saves a second, at most one request per 4 clips.
 """
 
 import os
-import signal
 import subprocess
 
 import psycopg
@@ -15,6 +14,7 @@ import psycopg
 from tests.benchmarks.environment import BenchDatabase, openai_test_server
 from tests.benchmarks.measure import manage_py, run_measured
 from tests.benchmarks.scenarios import Bench, Check, Outcome, Result, say
+from tests.support.cluster import stop_cluster
 from tests.support.save_stream import percentile, run_saver
 from tests.support.waiting import wait_for
 
@@ -55,8 +55,7 @@ def live_sync(bench: Bench) -> Outcome:
             )
             wait_for(lambda: database.scalar(count) == len(committed), 120)
         finally:
-            os.killpg(cluster.pid, signal.SIGTERM)
-            cluster.wait(timeout=60)
+            stop_cluster(cluster)
         requests = server.stats()["requests"]
     made = _made_at(database)
     waited = sorted(made[clip] - at for clip, at in committed.items())

@@ -10,11 +10,12 @@ import dataclasses
 import os
 import sys
 import time
+import traceback
 import uuid
 
 from tests.benchmarks.environment import BenchDatabase, machine_lines, server_url
 from tests.benchmarks.report import check_lines, result_table
-from tests.benchmarks.scenarios import FULL, QUICK, SCENARIOS, Bench, Outcome
+from tests.benchmarks.scenarios import FULL, QUICK, SCENARIOS, Bench, Check, Outcome
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -47,7 +48,12 @@ def main(argv: list[str]) -> int:
         for scenario in SCENARIOS:
             if args.only and scenario.__name__ not in args.only:
                 continue
-            outcome = scenario(bench)
+            try:
+                outcome = scenario(bench)
+            except Exception as err:  # one broken scenario must not hide the others' numbers
+                traceback.print_exc()
+                outcome = Outcome(checks=[Check(f"{scenario.__name__} ran", 0, "= ran", False)])
+                print(f"{scenario.__name__} failed: {err}", file=sys.stderr)
             total.results += outcome.results
             total.checks += outcome.checks
     finally:

@@ -5,6 +5,7 @@ would steal the next test's tasks, so every cluster runs in its own session and 
 `finally`.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -26,12 +27,15 @@ def start_cluster(env: dict[str, str]) -> subprocess.Popen:
 
 
 def stop_cluster(process: subprocess.Popen) -> None:
+    """SIGTERM, and the whole process group killed if it has not stopped within 30 s (a live
+    sync loop may hold a worker that long)."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 @contextmanager
