@@ -11,8 +11,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from tests.support.commands import ROOT
+ROOT = Path(__file__).resolve().parents[2]  # the repository, where manage.py is
 
 
 def start_cluster(env: dict[str, str]) -> subprocess.Popen:
