@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -10,7 +12,7 @@ from pgvector.django import HnswIndex, VectorField
 from embeddings import live_sync
 from embeddings.app_settings import declared_dimensions
 from embeddings.clip_text import clip_text_expression, clip_text_hash_expression
-from embeddings.search.vector import search_clips
+from embeddings.search.hybrid import Mode, find_clips, search_document_expression
 
 # The fields the embedded text is made of, and `is_removed` (a clip put back needs a vector).
 TEXT_FIELDS = frozenset({"title", "broadcaster_name", "creator_name", "game_name", "is_removed"})
@@ -103,11 +105,15 @@ class ClipQuerySet(models.QuerySet):
             )
         )
 
-    def similar_to(self, text_or_clip, k: int = 10, *, ef_search=None, service=None) -> list:
+    def similar_to(
+        self, text_or_clip, k: int = 10, *, mode: Mode = "vector", ef_search=None, service=None
+    ) -> list:
         """The `k` live clips with a current vector nearest to a text or a clip, nearest first,
         each with `distance` (cosine). A list, not a queryset: the search runs at once, inside
-        the transaction that carries its index settings. See `embeddings.search`."""
-        return search_clips(self, text_or_clip, k, ef_search=ef_search, service=service)
+        the transaction that carries its index settings. `mode="hybrid"` fuses full-text
+        matches in, `mode="text"` uses them alone (`distance` None where no vector found the
+        clip). See `embeddings.search`."""
+        return find_clips(self, text_or_clip, k, mode=mode, ef_search=ef_search, service=service)
 
     # Writes that bypass Model.save(): live sync hears of them too.
     def bulk_create(self, objs, *args, **kwargs):
@@ -150,6 +156,13 @@ class Clip(models.Model):
         output_field=models.CharField(max_length=32),
         db_persist=True,
     )
+    # The clip's words for full-text search (hybrid search): title, game, names, and each
+    # handle whole. See `embeddings.search.hybrid`.
+    search_document = models.GeneratedField(
+        expression=search_document_expression(),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
 
     embedding = VectorField(dimensions=declared_dimensions(), null=True, blank=True)
     embedding_model = models.CharField(max_length=255, null=True, blank=True)
@@ -176,6 +189,7 @@ class Clip(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
             models.Index(fields=["created_at"], name="clips_created_at_idx"),
+            GinIndex(fields=["search_document"], name="clips_search_document_gin"),
             # Keyset batches of never-embedded live clips walk this small partial index.
             models.Index(
                 fields=["id"],

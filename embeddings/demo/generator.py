@@ -42,6 +42,23 @@ class DemoClip:
     is_removed: bool
     created_at: datetime
 
+    def row(self) -> tuple:
+        """The fields in declaration order (`ROW_COLUMNS`), as COPY writes them: a tuple
+        literal, since `dataclasses.astuple` deep-copies every value."""
+        return (
+            self.twitch_clip_id,
+            self.title,
+            self.broadcaster_name,
+            self.creator_name,
+            self.game_id,
+            self.game_name,
+            self.is_removed,
+            self.created_at,
+        )
+
+
+ROW_COLUMNS = tuple(DemoClip.__dataclass_fields__)  # the `clips` columns `DemoClip.row()` fills
+
 
 @dataclass(frozen=True)
 class _Game:

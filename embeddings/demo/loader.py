@@ -11,22 +11,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from embeddings.demo.generator import DEMO_TWITCH_ID_REGEX, generate_demo_clips
+from embeddings.demo.generator import DEMO_TWITCH_ID_REGEX, ROW_COLUMNS, generate_demo_clips
 from embeddings.models import Clip
 
 CLIPS = sql.Identifier(Clip._meta.db_table)
 
-COPY_COLUMNS = (
-    "twitch_clip_id",
-    "title",
-    "broadcaster_name",
-    "creator_name",
-    "game_id",
-    "game_name",
-    "is_removed",
-    "created_at",
-    "embedding_attempts",
-)
+COPY_COLUMNS = (*ROW_COLUMNS, "embedding_attempts")
 
 
 @dataclass(frozen=True)
@@ -82,17 +72,5 @@ def load_demo_clips(
         with cursor.copy(copy_sql.as_string()) as copy:
             for clip in generate_demo_clips(count, seed=seed, now=now, start=start):
                 removed += clip.is_removed
-                copy.write_row(
-                    (
-                        clip.twitch_clip_id,
-                        clip.title,
-                        clip.broadcaster_name,
-                        clip.creator_name,
-                        clip.game_id,
-                        clip.game_name,
-                        clip.is_removed,
-                        clip.created_at,
-                        0,
-                    )
-                )
+                copy.write_row((*clip.row(), 0))
     return DemoLoadResult(loaded=count, removed=removed, seconds=time.perf_counter() - started)

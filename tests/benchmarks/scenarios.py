@@ -355,6 +355,14 @@ def semantic_search(bench: Bench) -> Outcome:
     return measure(bench)
 
 
+def hybrid_search(bench: Bench) -> Outcome:
+    """Issue 18: recall@10 and nDCG@10 of vector, text and hybrid search on labelled queries,
+    and hybrid latency at 1,000,000 clips (tests/benchmarks/hybrid.py)."""
+    from tests.benchmarks.hybrid import hybrid_search as measure
+
+    return measure(bench)
+
+
 SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     service_alone,
     end_to_end,
@@ -364,4 +372,5 @@ SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     admin_coverage_page,
     local_provider,
     live_sync,
+    hybrid_search,
 )

@@ -105,17 +105,27 @@ def _probe(
     queries: int,
     *extra: str,
 ) -> dict:
+    argv = ["--clips", str(clips), "--queries", str(queries), "--data", data, *extra]
+    label = f"search{clips}x{dimensions}{data}"
+    summary = run_probe(bench, database, label, dimensions, "tests.benchmarks.search_probe", argv)
+    database.drop()
+    return summary
+
+
+def run_probe(
+    bench: Bench, database: BenchDatabase, label: str, dimensions: int, module: str, argv: list
+) -> dict:
+    """Run a probe module (`python -m module *argv`) against a freshly migrated database and
+    the test server: its JSON summary, with the API requests it made."""
     database.recreate()
     with openai_test_server(0) as server:
-        env = bench.env(server, f"search{clips}x{dimensions}{data}")
+        env = bench.env(server, label)
         env |= {"DATABASE_URL": database.url, "EMBEDDING_DIMENSIONS": str(dimensions)}
         run_measured(manage_py("migrate", "--noinput", "-v", "0"), env=env).check("migrate")
-        argv = [sys.executable, "-m", "tests.benchmarks.search_probe"]
-        argv += ["--clips", str(clips), "--queries", str(queries), "--data", data, *extra]
-        summary = run_measured(argv, env=env, timeout=4 * 3600).check("search_probe").json()
+        command = [sys.executable, "-m", module, *argv]
+        summary = run_measured(command, env=env, timeout=4 * 3600).check(module).json()
         summary["api_requests"] = server.stats()["requests"]
     bench.forget_cache()
-    database.drop()
     return summary
 
 

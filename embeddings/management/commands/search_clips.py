@@ -1,7 +1,10 @@
-"""`manage.py search_clips "query text" [-k 10] [--json]`: the nearest live clips to a text.
+"""`manage.py search_clips "query text" [-k 10] [--json] [--mode hybrid|vector|text]`: the best
+live clips for a text.
 
-A thin door into `embeddings.search.vector`; the query is embedded through the cached, rate-limited
-service, so asking the same question twice costs one API call.
+A thin door into `embeddings.search`: `hybrid` (the default) fuses full-text matches with the
+nearest vectors, `vector` is nearest by cosine distance alone, `text` matches words only and
+needs no embedding. The query is embedded through the cached, rate-limited service, so asking
+the same question twice costs one API call.
 """
 
 import json
@@ -12,14 +15,23 @@ from embeddings.app_settings import embedding_settings
 from embeddings.backfill.preflight import preflight
 from embeddings.management.base import EmbeddingCommand
 from embeddings.models import Clip
+from embeddings.search.hybrid import MODES
 from embeddings.search.vector import MAX_K, SearchCoverage, search_coverage
 from embeddings.service.factory import build_embedding_service
 
 COLUMNS = ("rank", "distance", "title", "broadcaster", "game")
+NOTHING_FOUND = {
+    "vector": "No clips found: none has a current embedding.",
+    "hybrid": "No clips found: none matches the words and none has a current embedding.",
+    "text": "No clips found: none matches the words.",
+}
 
 
 class Command(EmbeddingCommand):
-    help = "Find the live clips nearest in meaning to a text (cosine distance, nearest first)."
+    help = (
+        "Find the best live clips for a text: by its words and meaning fused (hybrid, the "
+        "default), by cosine distance (vector) or by its words alone (text)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("query", help="what to look for, in words")
@@ -30,29 +42,39 @@ class Command(EmbeddingCommand):
             help="HNSW candidates per query (EMBEDDING_SEARCH_EF): higher is slower, more exact",
         )
         parser.add_argument("--json", action="store_true", help="print the clips as JSON")
+        parser.add_argument(
+            "--mode",
+            choices=MODES,
+            default="hybrid",
+            help="hybrid (words and vectors, the default), vector or text",
+        )
 
     def handle(self, *args, **opts) -> None:
         k = opts["k"]
         if not 1 <= k <= MAX_K:
             raise CommandError(f"-k must be between 1 and {MAX_K}", returncode=2)
-        config = embedding_settings()
-        preflight(config)
-        service = build_embedding_service(config, concurrency=1)
-        try:
-            coverage = search_coverage(Clip.objects.all(), config)
-            clips = Clip.objects.similar_to(
-                opts["query"], k, ef_search=opts["ef_search"], service=service
-            )
-        finally:
-            service.close()
+        mode = opts["mode"]
+        if mode == "text":  # no vector involved: no key, no column size to check
+            coverage, clips = None, Clip.objects.similar_to(opts["query"], k, mode=mode)
+        else:
+            config = embedding_settings()
+            preflight(config)
+            service = build_embedding_service(config, concurrency=1)
+            try:
+                coverage = search_coverage(Clip.objects.all(), config)
+                clips = Clip.objects.similar_to(
+                    opts["query"], k, mode=mode, ef_search=opts["ef_search"], service=service
+                )
+            finally:
+                service.close()
 
-        if coverage.low:
+        if coverage is not None and coverage.low:
             self.stderr.write(self.style.WARNING(_coverage_warning(coverage)))
         if opts["json"]:
             self.stdout.write(json.dumps([_as_dict(rank, c) for rank, c in enumerate(clips, 1)]))
             return
         if not clips:
-            self.stdout.write("No clips found: none has a current embedding.")
+            self.stdout.write(NOTHING_FOUND[mode])
             return
         for line in _table(clips):
             self.stdout.write(line)
@@ -70,7 +92,7 @@ def _as_dict(rank: int, clip: Clip) -> dict:
     return {
         "rank": rank,
         "id": clip.pk,
-        "distance": round(float(clip.distance), 6),
+        "distance": None if clip.distance is None else round(float(clip.distance), 6),
         "title": clip.title,
         "broadcaster_name": clip.broadcaster_name,
         "game_name": clip.game_name,
@@ -84,7 +106,7 @@ def _table(clips: list[Clip]) -> list[str]:
     rows = [COLUMNS] + [
         (
             str(rank),
-            f"{clip.distance:.4f}",
+            "-" if clip.distance is None else f"{clip.distance:.4f}",
             clip.title,
             clip.broadcaster_name,
             clip.game_name or "-",
