@@ -81,7 +81,8 @@ def summary_lines(p: BackfillProgress, cost: Decimal | None, *, dry_run: bool) -
         f"Duration: {format_duration(p.duration)}",
         f"Average time per clip: {format_duration(per_clip)}",
         f"Requests: {s.requests} (retries: {s.retries}, rate limited: {s.rate_limited})",
-        f"Cache: {s.cache_hits} hits, {s.cache_misses} misses",
+        f"Cache: {s.cache_hits} hits, {s.cache_misses} misses"
+        + (f" ({s.shared} answered by a request already in flight)" if s.shared else ""),
         f"Tokens: {s.tokens}",
         f"Cost: ${cost:.6f}" if cost is not None else "Cost: unknown for this model",
     ]

@@ -1,7 +1,8 @@
 """The embedding service: texts in, vectors out, at the lowest cost the limits allow.
 
 Order of work for one call: drop blanks, truncate over-long texts, send each distinct text
-at most once, serve what the cache holds, pack the rest into few large requests, keep several
+at most once, serve what the cache holds, wait for texts another call of this process is
+already sending (`in_flight`), pack the rest into few large requests, keep several
 requests in flight under the shared rate limiter, retry what is worth retrying (tenacity, one
 layer), split a request around an input the server refuses, cache what comes back.
 """
@@ -26,6 +27,7 @@ from embeddings.exceptions import Failure, FailureKind, InputRejected, Retryable
 from embeddings.providers.base import EmbeddingProvider, ProviderResponse
 from embeddings.providers.tokens import estimate_tokens, truncate_to_tokens
 from embeddings.service.cache import EmbeddingCache
+from embeddings.service.in_flight import InFlight
 from embeddings.service.packing import pack_requests
 from embeddings.service.rate_limiter import RateLimiter
 from embeddings.service.stats import EmbeddingStats
@@ -79,6 +81,7 @@ class EmbeddingService:
         self.backoff_max = backoff_max
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="embed")
+        self.in_flight = InFlight()
 
     def cache_description(self) -> str:
         return self.cache.describe() if self.cache else "off"
@@ -106,10 +109,23 @@ class EmbeddingService:
         missing = [t for t in wanted if t not in found]
         stats.cache_misses = sum(len(wanted[t]) for t in missing)
 
-        fresh, failed = self._embed_uncached(missing, stats)
-        if self.cache and fresh:
-            self.cache.set_many(fresh)
+        owned, mine, borrowed = self.in_flight.take(missing)
+        try:
+            fresh, failed = self._embed_uncached(owned, stats)
+            if self.cache and fresh:
+                self.cache.set_many(fresh)
+        except BaseException as err:
+            self.in_flight.settle(owned, mine, ({}, {}), err)
+            raise
+        self.in_flight.settle(owned, mine, (fresh, failed))
         found.update(fresh)
+        for text, owner in borrowed.items():
+            their_vectors, their_failures = owner.result()
+            if text in their_vectors:
+                found[text] = their_vectors[text]
+            else:
+                failed[text] = their_failures[text]
+        stats.shared = sum(len(wanted[t]) for t in borrowed)
 
         vectors: list[np.ndarray | None] = [None] * len(texts)
         for text, positions in wanted.items():

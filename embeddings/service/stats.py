@@ -11,6 +11,7 @@ class EmbeddingStats:
     tokens: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    shared: int = 0  # cache misses another call of this process was already sending
     retries: int = 0
     rate_limited: int = 0
     truncated: int = 0

@@ -33,6 +33,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -43,7 +44,7 @@ import sys
 import threading
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -174,6 +175,18 @@ class ServerStats:
             },
             "request_log": [list(entry) for entry in self.request_log],
         }
+
+
+def paced_tokens_per_second(request_log: Iterable[Sequence[float]], tpm: int) -> float:
+    """Tokens/s answered after the first TPM tokens, from a `request_log`. The bucket starts
+    full and is spent in a burst; pacing counts from the first request that had to wait for
+    refill (the bucket is empty once it is granted), so a slow burst does not count."""
+    answered = sorted(
+        (arrived, tokens) for arrived, _, tokens, status in request_log if status == 200
+    )
+    totals = list(itertools.accumulate(tokens for _, tokens in answered))
+    waited = next(i for i, total in enumerate(totals) if total > tpm)
+    return (totals[-1] - totals[waited]) / (answered[-1][0] - answered[waited][0])
 
 
 def format_duration(seconds: float) -> str:
@@ -408,6 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
         arrived = time.monotonic()
         faults = owner.faults  # one consistent view, even if replaced meanwhile
         body = self._read_body()
+        owner._wait_while_held()
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         drop, error_5xx, html_error, malformed = owner._draw(
@@ -669,6 +683,10 @@ class FakeOpenAIServer:
         self._limiter = _RateLimiter()
         self._request_ids = 0
         self._sockets: set[socket.socket] = set()
+        self._open = threading.Event()  # cleared while `holding()`: answers wait
+        self._open.set()
+        self._waiting = 0
+        self._hold_timeout = 60.0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -751,6 +769,34 @@ class FakeOpenAIServer:
     def reset_limits(self) -> None:
         """Refill the rate-limit buckets."""
         self._limiter.reset()
+
+    @contextlib.contextmanager
+    def holding(self, timeout: float = 60.0) -> Iterator[None]:
+        """Embeddings requests that arrive inside the block get no answer until it ends (or
+        `timeout` passes): a test can then know that a request is in flight, not guess it
+        from latency. `waiting` counts the requests held."""
+        self._open.clear()
+        self._hold_timeout = timeout
+        try:
+            yield
+        finally:
+            self._open.set()
+
+    @property
+    def waiting(self) -> int:
+        with self._stats_lock:
+            return self._waiting
+
+    def _wait_while_held(self) -> None:
+        if self._open.is_set():
+            return
+        with self._stats_lock:
+            self._waiting += 1
+        try:
+            self._open.wait(self._hold_timeout)
+        finally:
+            with self._stats_lock:
+                self._waiting -= 1
 
     # -- stats --------------------------------------------------------------------------------
 
