@@ -10,6 +10,7 @@ from embeddings.service.embedding_service import EmbeddingService, RequestLimits
 from embeddings.service.rate_limiter import (
     RateLimiter,
     UnlimitedRateLimiter,
+    budget_key,
     build_rate_limiter,
 )
 
@@ -38,6 +39,7 @@ def build_embedding_service(
             redis_url=config.redis_url,
             requests_per_minute=config.requests_per_minute,
             tokens_per_minute=config.tokens_per_minute,
+            key=budget_key(config.base_url, config.api_key, config.model),
         )
         # A request bigger than the TPM could never be granted, so it would never go.
         limits = RequestLimits(

@@ -8,6 +8,7 @@ rejected: it cannot take in the `x-ratelimit-remaining-*` headers nor pause ever
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -18,12 +19,21 @@ import redis
 
 logger = logging.getLogger("embeddings.service.rate_limiter")
 
-DEFAULT_KEY = "clip-embeddings:ratelimit"
+KEY_PREFIX = "clip-embeddings:ratelimit"
 JITTER_SECONDS = 0.01  # spreads out processes that would otherwise wake at the same instant
 IDLE_TTL_SECONDS = 120  # an idle bucket is full again after 60 s, so it needs no state
 
 
 Buckets = tuple[float, float, float, float]  # requests, tokens, updated, paused until
+
+
+def budget_key(base_url: str | None, api_key: str | None, model: str) -> str:
+    """The Redis hash of one budget: one per endpoint, credential and model, as the API counts
+    them (its limits are per organization and per model). Every machine of one account and
+    model shares it; another model, account or Redis tenant never eats into it. The key holds
+    a digest, never the API key."""
+    account = "\0".join((base_url or "", api_key or "", model)).encode()
+    return f"{KEY_PREFIX}:{hashlib.sha256(account).hexdigest()[:16]}"
 
 
 def step(
@@ -157,7 +167,7 @@ class RedisRateLimiter(_BucketLimiter):
         *,
         requests_per_minute: int,
         tokens_per_minute: int,
-        key: str = DEFAULT_KEY,
+        key: str,
     ) -> None:
         super().__init__(requests_per_minute, tokens_per_minute)
         self.key = key
@@ -241,7 +251,7 @@ def build_rate_limiter(
     redis_url: str | None,
     requests_per_minute: int,
     tokens_per_minute: int,
-    key: str = DEFAULT_KEY,
+    key: str,
 ) -> RateLimiter:
     """Shared pacing when a Redis URL is given (per-process while it is down), else per process."""
     limits = {"requests_per_minute": requests_per_minute, "tokens_per_minute": tokens_per_minute}
