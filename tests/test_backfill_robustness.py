@@ -3,7 +3,6 @@
 import os
 import signal
 import threading
-import time
 
 import numpy as np
 import psycopg
@@ -11,7 +10,7 @@ import pytest
 from django.db import connection, connections
 
 from embeddings.backfill.writer import EmbeddedClip, write_embeddings
-from embeddings.models import Clip, EmbeddingClaim
+from embeddings.models import Clip
 from tests.support.assertions import a_later_run_finishes_the_job, assert_every_live_clip_right
 from tests.support.clips import make_clips
 from tests.support.commands import backfill, finish, start_backfill
@@ -81,18 +80,15 @@ def test_a_title_edited_while_its_batch_is_in_flight_never_gets_the_old_vector(
     embedding_config()
     clips = make_clips(5)
     edited = clips[2]
-    openai_server.update_faults(latency_ms=800)
     run = threading.Thread(target=backfill_then_disconnect, args=("-batch", "50"))
-    run.start()
-    wait_for(EmbeddingClaim.objects.exists)  # the batch is claimed, its text read next
-    time.sleep(0.2)  # the request is now waiting on the server's 800 ms
-
-    Clip.objects.filter(pk=edited.pk).update(title="A completely different title")
+    with openai_server.holding():
+        run.start()
+        wait_for(lambda: openai_server.waiting == 1)  # its text read, its request unanswered
+        Clip.objects.filter(pk=edited.pk).update(title="A completely different title")
     run.join()
 
     clip = Clip.objects.get(pk=edited.pk)
     assert clip.embedding is None, "the old title's vector was stored"
-    openai_server.update_faults(latency_ms=0)
     backfill()
     clip = Clip.objects.with_text().get(pk=edited.pk)
     assert "A completely different title" in clip.text

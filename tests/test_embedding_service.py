@@ -249,7 +249,7 @@ def test_with_errors_drops_shuffles_and_short_answers_every_text_gets_its_own_ve
         np.testing.assert_array_equal(vector, expected_vector(text, DIMS))
 
 
-# -- 3. inside the account's RPM/TPM, using nearly all of it ------------------------------------
+# -- 3. inside the account's RPM/TPM ------------------------------------------------------------
 
 
 RPM, TPM = 600, 60_000  # 10 requests/s and 1,000 tokens/s once the full bucket is spent

@@ -33,7 +33,6 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import random
@@ -178,15 +177,16 @@ class ServerStats:
 
 
 def paced_tokens_per_second(request_log: Iterable[Sequence[float]], tpm: int) -> float:
-    """Tokens/s answered after the first TPM tokens, from a `request_log`. The bucket starts
-    full and is spent in a burst; pacing counts from the first request that had to wait for
-    refill (the bucket is empty once it is granted), so a slow burst does not count."""
+    """Tokens/s answered beyond the first TPM tokens, from a `request_log`: the buckets start
+    full, so the first TPM tokens are free of the pace and the rest came at this rate from
+    the first answered request to the last. It counts a slow start against the client, never
+    for it: the server's bucket guarantees the result is at most TPM/60 (plus the last
+    request's own tokens)."""
     answered = sorted(
         (arrived, tokens) for arrived, _, tokens, status in request_log if status == 200
     )
-    totals = list(itertools.accumulate(tokens for _, tokens in answered))
-    waited = next(i for i, total in enumerate(totals) if total > tpm)
-    return (totals[-1] - totals[waited]) / (answered[-1][0] - answered[waited][0])
+    total = sum(tokens for _, tokens in answered)
+    return (total - tpm) / (answered[-1][0] - answered[0][0])
 
 
 def format_duration(seconds: float) -> str:
@@ -396,7 +396,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == EMBEDDINGS_PATH:
-            self._embeddings()
+            with self.server.owner._serving_one():
+                self._embeddings()
             return
         body = self._read_body()
         owner = self.server.owner
@@ -686,6 +687,7 @@ class FakeOpenAIServer:
         self._open = threading.Event()  # cleared while `holding()`: answers wait
         self._open.set()
         self._waiting = 0
+        self._serving = 0
         self._hold_timeout = 60.0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -786,6 +788,22 @@ class FakeOpenAIServer:
     def waiting(self) -> int:
         with self._stats_lock:
             return self._waiting
+
+    @property
+    def serving(self) -> int:
+        """Embeddings requests read and not yet answered (held ones included)."""
+        with self._stats_lock:
+            return self._serving
+
+    @contextlib.contextmanager
+    def _serving_one(self) -> Iterator[None]:
+        with self._stats_lock:
+            self._serving += 1
+        try:
+            yield
+        finally:
+            with self._stats_lock:
+                self._serving -= 1
 
     def _wait_while_held(self) -> None:
         if self._open.is_set():
