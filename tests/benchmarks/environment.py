@@ -122,8 +122,9 @@ class OpenAITestServer:
 
 
 @contextmanager
-def openai_test_server(latency_ms: int) -> Iterator[OpenAITestServer]:
-    process, base_url = start_subprocess("--latency-ms", str(latency_ms))
+def openai_test_server(latency_ms: int, *faults: str) -> Iterator[OpenAITestServer]:
+    """The test server in a subprocess; `faults` are its command-line fault options."""
+    process, base_url = start_subprocess("--latency-ms", str(latency_ms), *faults)
     try:
         yield OpenAITestServer(process, base_url)
     finally:

@@ -363,6 +363,14 @@ def hybrid_search(bench: Bench) -> Outcome:
     return measure(bench)
 
 
+def shared_budget(bench: Bench) -> Outcome:
+    """Issue 16: 1, 4 and 8 processes on one Redis hold the TPM pace, with few 429s and no
+    text sent twice (tests/benchmarks/budget.py)."""
+    from tests.benchmarks.budget import shared_budget as measure
+
+    return measure(bench)
+
+
 SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     service_alone,
     end_to_end,
@@ -373,4 +381,5 @@ SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     local_provider,
     live_sync,
     hybrid_search,
+    shared_budget,
 )
