@@ -1,5 +1,7 @@
 """The embedding service as the settings describe it: provider, cache alias, rate limiter."""
 
+from typing import TYPE_CHECKING
+
 from django.core.cache import caches
 
 from embeddings.app_settings import EmbeddingSettings
@@ -12,6 +14,9 @@ from embeddings.service.rate_limiter import (
     UnlimitedRateLimiter,
     build_rate_limiter,
 )
+
+if TYPE_CHECKING:
+    from embeddings.providers.openai_batch import OpenAIBatchClient
 
 CACHE_ALIAS = "embeddings"
 
@@ -56,17 +61,43 @@ def build_embedding_service(
         raise ProviderConfigurationError(
             f"EMBEDDING_PROVIDER={config.provider!r} is not supported: use openai or local"
         )
-    cache = EmbeddingCache(
+    return EmbeddingService(
+        provider,
+        cache=build_embedding_cache(config),
+        limiter=limiter,
+        limits=limits,
+        concurrency=concurrency or config.concurrency,
+        max_retries=config.max_retries,
+    )
+
+
+def build_embedding_cache(config: EmbeddingSettings) -> EmbeddingCache:
+    return EmbeddingCache(
         caches[CACHE_ALIAS],
         model=config.model,
         dimensions=config.dimensions,
         ttl=config.cache_ttl,
     )
-    return EmbeddingService(
-        provider,
-        cache=cache,
-        limiter=limiter,
-        limits=limits,
-        concurrency=concurrency or config.concurrency,
-        max_retries=config.max_retries,
+
+
+def build_batch_client(config: EmbeddingSettings) -> "OpenAIBatchClient":
+    """The Batch API client: OpenAI's (or a compatible server's), never the local model."""
+    from embeddings.providers.openai_batch import OpenAIBatchClient
+
+    if config.provider != "openai":
+        raise ProviderConfigurationError(
+            f"--batch-api needs EMBEDDING_PROVIDER=openai, not {config.provider!r}: the Batch "
+            "API is OpenAI's"
+        )
+    if not config.api_key:
+        raise ProviderConfigurationError(
+            "OPENAI_API_KEY is not set: put it in .env or the environment"
+        )
+    return OpenAIBatchClient(
+        api_key=config.api_key,
+        base_url=config.base_url,
+        model=config.model,
+        dimensions=config.dimensions,
+        send_dimensions=config.sends_dimensions,
+        timeout=config.request_timeout,
     )

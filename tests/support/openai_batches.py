@@ -2,10 +2,11 @@
 
 `FakeOpenAIServer` routes `/v1/files*` and `/v1/batches*` here. A batch moves through the API's
 statuses by time, never by a background thread: it is `validating` at first, `in_progress`
-once `Faults.batch_seconds / 2` have passed, and finished (completed, expired or cancelled)
-at `batch_seconds`, decided on the first look after that. Answers come from the same
-deterministic vectors as the online endpoint, built only when the output file is read, so a
-50,000-input batch holds no vectors in memory while it waits.
+once `Faults.batch_seconds / 2` have passed, and finished at `batch_seconds`. Its fate
+(completed, expired or cancelled, which lines fail) is drawn from the faults in force when it
+is created, so a test can submit under faults and clear them before collecting. Answers come
+from the same deterministic vectors as the online endpoint, built only when the output file is
+read, so a 50,000-input batch holds no vectors in memory while it waits.
 
 Simplifications, so nobody relies on them: files never expire; `completion_window` is only
 checked for its value; `failed` lines (HTTP 500 in the error file) are drawn per line; an
@@ -91,6 +92,7 @@ class Line:
     # `bad_input_marker`) or "unfinished", decided when the batch finishes.
     outcome: str = ""
     rejected: int = 0  # the refused input's index
+    fails: bool = False  # drawn at creation from `batch_failed_line_rate`
 
 
 @dataclass
@@ -107,6 +109,10 @@ class Batch:
     error_file_id: str | None = None
     finished_at: int | None = None
     cancel_requested: bool = False
+    fate: str = "completed"
+    partial_fraction: float = 0.5
+    seconds: float = 0.0
+    marker: str | None = None
 
     def counts(self) -> dict[str, int]:
         done = sum(line.outcome == "ok" for line in self.lines)
@@ -191,15 +197,17 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
 class BatchStore:
     """Files and batches of one fake server. `answer` builds an embeddings response body
     (bytes) for (request body, texts) the way the online endpoint does; `draw` is the
-    server's seeded coin."""
+    server's seeded coin; `faults` the server's faults now."""
 
     def __init__(
         self,
         answer: Callable[[dict[str, Any], list[str]], bytes],
         draw: Callable[[float], bool],
+        faults: Callable[[], Any],
     ) -> None:
         self._answer = answer
         self._draw = draw
+        self._faults = faults
         self._lock = threading.Lock()
         self._files: dict[str, StoredFile] = {}
         self._batches: dict[str, Batch] = {}
@@ -282,6 +290,16 @@ class BatchStore:
             lines=[],
         )
         batch.errors = self._validate(stored.content, batch)
+        faults = self._faults()
+        batch.seconds = faults.batch_seconds
+        batch.partial_fraction = faults.batch_partial_fraction
+        batch.marker = faults.bad_input_marker
+        if self._draw(faults.batch_expire_rate):
+            batch.fate = "expired"
+        elif self._draw(faults.batch_cancel_rate):
+            batch.fate = "cancelled"
+        for line in batch.lines:
+            line.fails = self._draw(faults.batch_failed_line_rate)
         if batch.errors:
             batch.status = "failed"
             batch.finished_at = batch.created_at
@@ -332,29 +350,29 @@ class BatchStore:
             )
         return errors
 
-    def retrieve(self, batch_id: str, faults: Any) -> dict[str, Any]:
+    def retrieve(self, batch_id: str) -> dict[str, Any]:
         batch = self._batch(batch_id)
         with self._lock:
-            self._advance(batch, faults)
+            self._advance(batch)
         return batch.to_dict()
 
-    def cancel(self, batch_id: str, faults: Any) -> dict[str, Any]:
+    def cancel(self, batch_id: str) -> dict[str, Any]:
         batch = self._batch(batch_id)
         with self._lock:
-            self._advance(batch, faults)
+            self._advance(batch)
             if batch.status in ("validating", "in_progress", "finalizing"):
                 batch.cancel_requested = True
                 batch.status = "cancelling"
         return batch.to_dict()
 
-    def list(self, after: str | None, limit: int, faults: Any) -> dict[str, Any]:
+    def list(self, after: str | None, limit: int) -> dict[str, Any]:
         with self._lock:
             newest_first = sorted(self._batches.values(), key=lambda b: b.id, reverse=True)
             if after:
                 newest_first = [b for b in newest_first if b.id < after]
             page = newest_first[:limit]
             for batch in page:
-                self._advance(batch, faults)
+                self._advance(batch)
         data = [batch.to_dict() for batch in page]
         return {
             "object": "list",
@@ -371,35 +389,30 @@ class BatchStore:
             raise BatchAPIError(404, f"No batch found with id '{batch_id}'.", param="id")
         return batch
 
-    def _advance(self, batch: Batch, faults: Any) -> None:
+    def _advance(self, batch: Batch) -> None:
         """Move a batch on by the time passed since it was created (under the lock)."""
         if batch.status not in OPEN:
             return
         elapsed = time.monotonic() - batch.started
         if batch.cancel_requested:
-            self._finish(batch, "cancelled", faults)
-        elif elapsed >= faults.batch_seconds:
-            if self._draw(faults.batch_expire_rate):
-                self._finish(batch, "expired", faults)
-            elif self._draw(faults.batch_cancel_rate):
-                self._finish(batch, "cancelled", faults)
-            else:
-                self._finish(batch, "completed", faults)
-        elif elapsed >= faults.batch_seconds / 2:
+            self._finish(batch, "cancelled")
+        elif elapsed >= batch.seconds:
+            self._finish(batch, batch.fate)
+        elif elapsed >= batch.seconds / 2:
             batch.status = "in_progress"
 
-    def _finish(self, batch: Batch, status: str, faults: Any) -> None:
+    def _finish(self, batch: Batch, status: str) -> None:
         done = len(batch.lines)
         if status != "completed":
-            done = math.floor(len(batch.lines) * faults.batch_partial_fraction)
-        marker = faults.bad_input_marker
+            done = math.floor(len(batch.lines) * batch.partial_fraction)
+        marker = batch.marker
         for position, line in enumerate(batch.lines):
             if position >= done:
                 line.outcome = "unfinished"
             elif marker is not None and any(marker in text for text in line.body["input"]):
                 line.outcome = "rejected"
                 line.rejected = next(i for i, t in enumerate(line.body["input"]) if marker in t)
-            elif self._draw(faults.batch_failed_line_rate):
+            elif line.fails:
                 line.outcome = "failed"
             else:
                 line.outcome = "ok"

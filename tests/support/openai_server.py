@@ -443,11 +443,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif method == "GET" and parts == ["batches"]:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 after = query.get("after", [None])[0]
-                answer = store.list(after, int(query.get("limit", ["20"])[0]), faults)
+                answer = store.list(after, int(query.get("limit", ["20"])[0]))
             elif method == "GET" and len(parts) == 2 and parts[0] == "batches":
-                answer = store.retrieve(parts[1], faults)
+                answer = store.retrieve(parts[1])
             elif method == "POST" and len(parts) == 3 and parts[::2] == ["batches", "cancel"]:
-                answer = store.cancel(parts[1], faults)
+                answer = store.cancel(parts[1])
             else:
                 self._not_found()
                 return
@@ -738,7 +738,9 @@ class FakeOpenAIServer:
         self._limiter = _RateLimiter()
         self._request_ids = 0
         self._sockets: set[socket.socket] = set()
-        self.batches = BatchStore(self._batch_answer, lambda rate: self._draw(rate)[0])
+        self.batches = BatchStore(
+            self._batch_answer, lambda rate: self._draw(rate)[0], lambda: self.faults
+        )
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
