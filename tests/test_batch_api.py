@@ -9,11 +9,13 @@ import json
 import pytest
 from django.core.management import CommandError
 
+from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
 from embeddings.models import BackfillRun, Clip, EmbeddingBatch, EmbeddingBatchClip
 from embeddings.tasks import collect_batches
 from tests.support.assertions import assert_every_live_clip_right
 from tests.support.clips import make_clips
-from tests.support.commands import backfill
+from tests.support.commands import backfill, finish, kill_hard, start_backfill
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,10 +112,77 @@ def test_the_scheduled_poll_collects_and_a_text_edited_meanwhile_is_not_written_
 
 
 def collect_until_done() -> None:
-    from tests.support.waiting import wait_for
-
     def done() -> bool:
         collect_batches()
         return not EmbeddingBatch.objects.filter(collected_at__isnull=True).exists()
 
     wait_for(done, timeout=30)
+
+
+@pytest.fixture
+def no_hnsw_index():
+    """Writes without index maintenance (measured here: ~150 rows/s with it, which would make
+    this test take minutes); the index comes back, on the emptied table, afterwards."""
+    drop_hnsw_index()
+    yield
+    Clip.objects.all().delete()
+    build_hnsw_index()
+
+
+def test_sixty_thousand_clips_in_two_batches_survive_a_killed_collector(
+    command_env, openai_server, no_hnsw_index
+):
+    make_clips(60_000)
+    env = {**command_env, "EMBEDDING_BATCH_POLL_SECONDS": "0.1"}
+    openai_server.update_faults(batch_seconds=0.5, batch_failed_line_rate=0.1, seed=17)
+
+    code, output = finish(start_backfill(env, "--batch-api"), timeout=300)
+
+    assert code == 0, output
+    assert "Batches: 2 (60000 clips)" in output  # the 50,000-input cap
+    openai_server.update_faults(batch_failed_line_rate=0)
+    collector = start_backfill(env, "--batch-api", "--wait")
+    wait_for(lambda: Clip.objects.filter(embedding__isnull=False).exists(), timeout=300)
+    kill_hard(collector)
+    assert Clip.objects.filter(embedding__isnull=True).exists()
+
+    code, output = finish(start_backfill(env, "--batch-api", "--wait"), timeout=600)
+
+    assert code == 0, output
+    assert_every_live_clip_right(env["EMBEDDING_MODEL"])
+    assert openai_server.stats.requests == 0, "an embedding was asked for online"
+    sent = openai_server.batch_stats
+    assert sent.duplicates > 0, "the failed lines were never resubmitted"
+    assert set(sent.answered.values()) == {1}, "a text was answered twice"
+    assert EmbeddingBatch.objects.filter(attempt=2).exists()
+    assert not EmbeddingBatchClip.objects.exists()
+
+
+def test_estimate_prices_the_batch_api_at_half_and_says_whether_the_queue_holds_it(
+    batch_config, openai_server
+):
+    batch_config(EMBEDDING_BATCH_QUEUE_TOKENS=1000)
+    make_clips(100)
+
+    found = json.loads(backfill("--estimate", "--json"))
+
+    assert found["batch_api"]["cost_usd"] == pytest.approx(found["cost_usd"] / 2, abs=1e-6)
+    assert found["batch_api"]["fits_queue"] is False
+    assert found["batch_api"]["batches"] > 1
+    assert "half price" in backfill("--estimate")
+    assert openai_server.stats.requests == 0 and openai_server.batch_stats.batches == 0
+
+
+def test_submission_stays_inside_the_queue_limit_and_sends_the_rest_as_batches_finish(
+    batch_config, openai_server
+):
+    batch_config(EMBEDDING_BATCH_QUEUE_TOKENS=2000)
+    make_clips(300)  # ~22 tokens each: ~6,600 tokens, four batches
+
+    backfill("--batch-api")
+
+    assert EmbeddingBatch.objects.count() >= 4
+    assert EmbeddingBatch.objects.exclude(status="preparing").count() == 1
+    backfill("--batch-api", "--wait")
+    assert_every_live_clip_right()
+    assert openai_server.batch_stats.batches == EmbeddingBatch.objects.count()

@@ -51,6 +51,10 @@ def _created_after(value: str) -> datetime:
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
 
 
+def _money(value) -> float | None:
+    return float(value) if value is not None else None
+
+
 @contextmanager
 def _stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
     """SIGINT/SIGTERM call `stop` while the block runs; only the main thread may set them."""
@@ -311,8 +315,14 @@ class Command(EmbeddingCommand):
                 "clips": found.clips,
                 "estimated_tokens": found.tokens,
                 "requests": found.requests,
-                "cost_usd": float(cost) if cost is not None else None,
+                "cost_usd": _money(cost),
                 "minutes_at_limits": found.minutes_at_limits,
+                "batch_api": {
+                    "cost_usd": _money(found.batch_cost_usd),
+                    "batches": found.batches,
+                    "fits_queue": found.fits_batch_queue,
+                    "queue_tokens": config.batch_queue_tokens,
+                },
             }
             self.stdout.write(json.dumps(data, indent=2))
             return
@@ -324,4 +334,16 @@ class Command(EmbeddingCommand):
             f"Estimated time at the configured limits: "
             f"{format_duration(found.minutes_at_limits * 60)} "
             f"({config.requests_per_minute} requests/min, {config.tokens_per_minute} tokens/min)"
+        )
+        batch_price = found.batch_cost_usd
+        fits = (
+            "fits the queue at once"
+            if found.fits_batch_queue
+            else "more than the queue holds: later batches go as earlier ones finish"
+        )
+        self.stdout.write(
+            "With --batch-api: "
+            + (f"${batch_price:.4f}" if batch_price is not None else "unknown price")
+            + f" (half price) in {found.batches} batches, within 24 h; {found.tokens} tokens "
+            f"{fits} (EMBEDDING_BATCH_QUEUE_TOKENS={config.batch_queue_tokens})"
         )
