@@ -31,14 +31,7 @@ def build_embedding_service(
     if config.provider == "openai":
         from embeddings.providers.openai import OpenAIProvider
 
-        provider = OpenAIProvider(
-            api_key=config.api_key,
-            base_url=config.base_url,
-            model=config.model,
-            dimensions=config.dimensions,
-            send_dimensions=config.sends_dimensions,
-            timeout=config.request_timeout,
-        )
+        provider = OpenAIProvider(**_openai_arguments(config))
         limiter = build_rate_limiter(
             redis_url=config.redis_url,
             requests_per_minute=config.requests_per_minute,
@@ -93,11 +86,16 @@ def build_batch_client(config: EmbeddingSettings) -> "OpenAIBatchClient":
         raise ProviderConfigurationError(
             "OPENAI_API_KEY is not set: put it in .env or the environment"
         )
-    return OpenAIBatchClient(
-        api_key=config.api_key,
-        base_url=config.base_url,
-        model=config.model,
-        dimensions=config.dimensions,
-        send_dimensions=config.sends_dimensions,
-        timeout=config.request_timeout,
-    )
+    return OpenAIBatchClient(**_openai_arguments(config))
+
+
+def _openai_arguments(config: EmbeddingSettings) -> dict:
+    """What the online provider and the batch client are both built from."""
+    return {
+        "api_key": config.api_key,
+        "base_url": config.base_url,
+        "model": config.model,
+        "dimensions": config.dimensions,
+        "send_dimensions": config.sends_dimensions,
+        "timeout": config.request_timeout,
+    }
