@@ -82,6 +82,10 @@ SETTINGS = {
     "live_sync": Setting("EMBEDDING_LIVE_SYNC", True, _bool),
     "live_sync_gather_seconds": Setting("EMBEDDING_LIVE_SYNC_GATHER_SECONDS", 1.0, float),
     "sweep_minutes": Setting("EMBEDDING_SWEEP_MINUTES", 5, int),
+    # The Batch API's own limit pool: tokens enqueued across open batches (tier 1: 3M).
+    "batch_queue_tokens": Setting("EMBEDDING_BATCH_QUEUE_TOKENS", 3_000_000, int),
+    "batch_poll_seconds": Setting("EMBEDDING_BATCH_POLL_SECONDS", 30.0, float),
+    "batch_poll_minutes": Setting("EMBEDDING_BATCH_POLL_MINUTES", 10, int),
 }
 # The local provider's model makes 384-dimensional vectors: other defaults would never work.
 LOCAL_DEFAULTS = {"model": LOCAL_MODEL, "dimensions": LOCAL_DIMENSIONS}
@@ -114,10 +118,19 @@ class EmbeddingSettings:
     live_sync: bool
     live_sync_gather_seconds: float
     sweep_minutes: int
+    batch_queue_tokens: int
+    batch_poll_seconds: float
+    batch_poll_minutes: int
 
     @property
     def price_per_million_tokens(self) -> float | None:
         return PRICE_PER_MILLION_TOKENS.get(self.model)
+
+    @property
+    def batch_price_per_million_tokens(self) -> float | None:
+        """The Batch API costs half the online price."""
+        price = self.price_per_million_tokens
+        return None if price is None else price / 2
 
     @property
     def sends_dimensions(self) -> bool:
@@ -196,6 +209,9 @@ def problems(config: EmbeddingSettings) -> list[str]:
         ("search_ef", 1, MAX_EF_SEARCH),
         ("live_sync_gather_seconds", 0, 60),
         ("sweep_minutes", 1, None),
+        ("batch_queue_tokens", 1, None),
+        ("batch_poll_seconds", 0.01, None),
+        ("batch_poll_minutes", 1, None),
     ]
     for field, low, high in checks:
         found += _range(names[field], getattr(config, field), low, high)

@@ -1,4 +1,4 @@
-"""Clips and the record of each backfill run."""
+"""Clips, the record of each backfill run, and the Batch API jobs out for clips."""
 
 from datetime import timedelta
 
@@ -293,3 +293,75 @@ class EmbeddingClaim(models.Model):
 
     def __str__(self) -> str:
         return f"clip {self.clip_id} held by run {self.run_id}"
+
+
+class EmbeddingBatch(models.Model):
+    """One OpenAI Batch API job for up to 50,000 clips, from its request file to its answers.
+
+    A row exists before its remote batch does (`preparing`), so a process killed between the
+    upload and the create finds its batch again by the metadata it carries (see
+    `embeddings.backfill.batch_api`). It is open until `collected_at`: its answers are written
+    and what it left undone moved on to a new row (`attempt` + 1) or recorded as failed.
+    """
+
+    PREPARING = "preparing"  # no remote batch yet; else the API's own status
+
+    run = models.ForeignKey(
+        BackfillRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="batches"
+    )
+    status = models.CharField(max_length=16, default=PREPARING)
+    batch_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    input_file_id = models.CharField(max_length=64, null=True, blank=True)
+    output_file_id = models.CharField(max_length=64, null=True, blank=True)
+    error_file_id = models.CharField(max_length=64, null=True, blank=True)
+    model = models.CharField(max_length=255)
+    dimensions = models.PositiveIntegerField()
+    attempt = models.PositiveIntegerField(default=1)
+    clips = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)  # estimated when queued, counted on upload
+    processed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    resubmitted = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    collected_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["id"],
+                name="batches_open_idx",
+                condition=models.Q(collected_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Batch #{self.pk} ({self.status}, {self.clips} clips)"
+
+
+class EmbeddingBatchClip(models.Model):
+    """A clip held by an open batch, with the hash of the text it was sent with.
+
+    Selection skips a clip while a row holds its present text (so no run or live sync pays
+    for it online meanwhile); an edit frees it at once, and the batch's answer for the old
+    text is then refused by the writer's hash check. Rows go when their batch is collected.
+    """
+
+    batch = models.ForeignKey(EmbeddingBatch, on_delete=models.CASCADE, related_name="items")
+    clip_id = models.BigIntegerField()
+    text_hash = models.CharField(max_length=32)
+
+    class Meta:
+        db_table = "embedding_batch_clips"
+        indexes = [
+            models.Index(fields=["clip_id", "text_hash"], name="batch_clips_held_idx"),
+            models.Index(fields=["batch", "clip_id"], name="batch_clips_batch_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"clip {self.clip_id} in batch {self.batch_id}"

@@ -15,11 +15,16 @@ from django.utils import timezone
 
 from embeddings import live_sync
 from embeddings.app_settings import EmbeddingSettings, embedding_settings
+from embeddings.backfill.batch_api.jobs import execute_batch_job, open_batches
 from embeddings.backfill.pipeline import BackfillOptions, Follow
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection, id_ranges
 from embeddings.models import Clip
-from embeddings.service.factory import build_embedding_service
+from embeddings.service.factory import (
+    build_batch_client,
+    build_embedding_cache,
+    build_embedding_service,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +32,8 @@ SCHEDULE_NAME = "embed-new-clips"
 SCHEDULED_FUNC = "embeddings.tasks.embed_new_clips"
 SWEEP_NAME = "embed-written-clips"
 SWEEP_FUNC = "embeddings.tasks.sweep_written_clips"
+BATCH_POLL_NAME = "collect-batches"
+BATCH_POLL_FUNC = "embeddings.tasks.collect_batches"
 RANGE_FUNC = "embeddings.tasks.embed_clip_range"
 IDS_FUNC = "embeddings.tasks.embed_clip_ids"
 
@@ -37,7 +44,10 @@ def register_schedule(config: EmbeddingSettings) -> None:
     exists while live sync is on."""
     from django_q.models import Schedule
 
-    schedules = {SCHEDULE_NAME: (SCHEDULED_FUNC, config.schedule_minutes)}
+    schedules = {
+        SCHEDULE_NAME: (SCHEDULED_FUNC, config.schedule_minutes),
+        BATCH_POLL_NAME: (BATCH_POLL_FUNC, config.batch_poll_minutes),
+    }
     if config.live_sync:
         schedules[SWEEP_NAME] = (SWEEP_FUNC, config.sweep_minutes)
     else:
@@ -117,6 +127,32 @@ def sweep_written_clips() -> dict | None:
     if not embedding_settings().live_sync:
         return None
     return _run(BackfillOptions(selection=_selection(new_or_edited=True)), trigger="sweep")
+
+
+def collect_batches() -> dict | None:
+    """Every EMBEDDING_BATCH_POLL_MINUTES: collect finished Batch API jobs, resubmit what they
+    left, send queued ones as the limit allows; nobody has to wait at a terminal. Does
+    nothing (and records no run) while no batch is open."""
+    if not open_batches():
+        return None
+    config = embedding_settings()
+    progress, run = execute_batch_job(
+        build_batch_client(config),
+        build_embedding_cache(config),
+        config,
+        options=None,
+        wait=False,
+        trigger="batch",
+    )
+    connection.close()
+    if progress.fatal is not None:
+        raise RuntimeError(str(progress.fatal))
+    return {
+        "run_id": run.pk,
+        "processed": progress.processed,
+        "skipped": progress.skipped,
+        "failed": progress.failed,
+    }
 
 
 def embed_clip_range(

@@ -404,3 +404,101 @@ def test_subprocess_mode() -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+# -- the Batch API: Files + Batches ----------------------------------------------------------
+
+
+def batch_file(client: openai.OpenAI, requests: dict[str, list[str]], dimensions: int = 8) -> str:
+    lines = [
+        json.dumps(
+            {
+                "custom_id": custom_id,
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {
+                    "model": MODEL,
+                    "input": texts,
+                    "dimensions": dimensions,
+                    "encoding_format": "base64",
+                },
+            }
+        )
+        for custom_id, texts in requests.items()
+    ]
+    upload = client.files.create(file=("in.jsonl", "\n".join(lines).encode()), purpose="batch")
+    return upload.id
+
+
+def output_lines(client: openai.OpenAI, file_id: str) -> dict[str, dict]:
+    with client.files.with_streaming_response.content(file_id) as response:
+        return {(line := json.loads(raw))["custom_id"]: line for raw in response.iter_lines()}
+
+
+def new_batch(client: openai.OpenAI, file_id: str, **extra: Any):
+    return client.batches.create(
+        input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h", **extra
+    )
+
+
+def test_a_batch_answers_each_line_with_the_online_vectors_and_calls_no_online_endpoint(
+    server, client
+):
+    server.update_faults(batch_seconds=0.2)
+    requests = {f"req-{i}": [f"text {i} a", f"text {i} b"] for i in range(5)}
+    batch = new_batch(client, batch_file(client, requests), metadata={"row": "7"})
+
+    assert batch.status == "validating"
+    assert batch.metadata == {"row": "7"}
+    deadline = time.monotonic() + 10
+    while (batch := client.batches.retrieve(batch.id)).status != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert batch.request_counts.completed == 5 and batch.error_file_id is None
+    lines = output_lines(client, batch.output_file_id)
+    assert set(lines) == set(requests)
+    for custom_id, texts in requests.items():
+        body = lines[custom_id]["response"]["body"]
+        for item in body["data"]:
+            vector = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+            np.testing.assert_array_equal(vector, expected_vector(texts[item["index"]], 8))
+    assert server.stats.requests == 0
+    assert server.batch_stats.texts == {text: 1 for texts in requests.values() for text in texts}
+    assert [b.id for b in client.batches.list(limit=5)] == [batch.id]
+
+
+def test_failed_lines_and_an_expired_batch_land_in_the_error_file(server, client):
+    requests = {f"req-{i}": [f"text {i}"] for i in range(10)}
+    file_id = batch_file(client, requests)
+    server.update_faults(batch_failed_line_rate=1.0)
+    failed = client.batches.retrieve(new_batch(client, file_id).id)
+    server.set_faults(batch_expire_rate=1.0, batch_partial_fraction=0.3)
+    expired = client.batches.retrieve(new_batch(client, file_id).id)
+
+    assert failed.status == "completed" and failed.request_counts.failed == 10
+    statuses = {
+        line["response"]["status_code"]
+        for line in output_lines(client, failed.error_file_id).values()
+    }
+    assert statuses == {500}
+    assert expired.status == "expired"
+    assert len(output_lines(client, expired.output_file_id)) == 3
+    codes = [line["error"]["code"] for line in output_lines(client, expired.error_file_id).values()]
+    assert codes == ["batch_expired"] * 7
+
+
+def test_a_cancelled_batch_keeps_what_it_finished_and_too_many_inputs_fail_validation(
+    server, client
+):
+    server.update_faults(batch_seconds=60)
+    batch = new_batch(client, batch_file(client, {f"r{i}": [f"t{i}"] for i in range(4)}))
+
+    assert client.batches.cancel(batch.id).status == "cancelling"
+    cancelled = client.batches.retrieve(batch.id)
+    assert cancelled.status == "cancelled"
+    assert len(output_lines(client, cancelled.output_file_id)) == 2
+
+    too_big = {f"r{i}": [f"t{i}-{j}" for j in range(2048)] for i in range(25)}
+    refused = new_batch(client, batch_file(client, too_big))
+    assert refused.status == "failed"
+    assert "at most 50000 inputs" in refused.errors.data[0].message

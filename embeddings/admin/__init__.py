@@ -1,3 +1,3 @@
 """The admin, one screen per module; importing them registers them."""
 
-from embeddings.admin import clips, runs  # noqa: F401
+from embeddings.admin import batches, clips, runs  # noqa: F401

@@ -9,6 +9,7 @@ from django.db.models import Count, Func, IntegerField, Sum
 from embeddings.app_settings import EmbeddingSettings
 from embeddings.backfill.runs import cost_usd
 from embeddings.clip_text import clip_text_expression
+from embeddings.providers.openai_batch import MAX_BATCH_INPUTS
 from embeddings.providers.tokens import BYTES_PER_TOKEN
 
 
@@ -19,6 +20,11 @@ class Estimate:
     requests: int
     cost_usd: Decimal | None
     minutes_at_limits: float
+    # Through the Batch API (`--batch-api`): half the price; batches of at most 50,000 inputs
+    # and the queue limit's tokens; whether all of it fits the queue at once.
+    batch_cost_usd: Decimal | None = None
+    batches: int = 0
+    fits_batch_queue: bool = True
 
 
 def token_estimate_sql() -> Func:
@@ -35,10 +41,16 @@ def estimate(queryset, config: EmbeddingSettings, *, limit: int | None = None) -
     clips, tokens = totals["clips"], int(totals["tokens"] or 0)
     requests = math.ceil(clips / config.max_inputs_per_request) if clips else 0
     minutes = max(requests / config.requests_per_minute, tokens / config.tokens_per_minute)
+    batches = max(
+        math.ceil(clips / MAX_BATCH_INPUTS), math.ceil(tokens / config.batch_queue_tokens)
+    )
     return Estimate(
         clips=clips,
         tokens=tokens,
         requests=requests,
         cost_usd=cost_usd(tokens, config),
         minutes_at_limits=round(minutes, 2),
+        batch_cost_usd=cost_usd(tokens, config, batch=True),
+        batches=batches,
+        fits_batch_queue=tokens <= config.batch_queue_tokens,
     )

@@ -27,8 +27,9 @@ SAVE_EVERY_SECONDS = 2.0
 DIED = "the process running it died (killed, or its machine lost): counts are as last saved"
 
 
-def cost_usd(tokens: int, config: EmbeddingSettings) -> Decimal | None:
-    price = config.price_per_million_tokens
+def cost_usd(tokens: int, config: EmbeddingSettings, *, batch: bool = False) -> Decimal | None:
+    """List price of `tokens`; `batch`: at the Batch API's price (half)."""
+    price = config.batch_price_per_million_tokens if batch else config.price_per_million_tokens
     if price is None:
         return None
     return (Decimal(tokens) * Decimal(str(price)) / Decimal(1_000_000)).quantize(Decimal("1e-6"))
@@ -58,9 +59,10 @@ class RunRecorder:
         "duration_seconds",
     )
 
-    def __init__(self, run: BackfillRun, config: EmbeddingSettings) -> None:
+    def __init__(self, run: BackfillRun, config: EmbeddingSettings, *, batch: bool = False) -> None:
         self.run = run
         self.config = config
+        self.batch = batch
         self._saved_at = float("-inf")
 
     def progress(self, progress: BackfillProgress) -> None:
@@ -103,7 +105,7 @@ class RunRecorder:
         run.retries = stats.retries
         run.rate_limited = stats.rate_limited
         run.tokens = stats.tokens
-        run.cost_usd = cost_usd(stats.tokens, self.config) or Decimal(0)
+        run.cost_usd = cost_usd(stats.tokens, self.config, batch=self.batch) or Decimal(0)
         run.duration_seconds = progress.duration
 
 
@@ -127,7 +129,7 @@ def execute_backfill(
         run = BackfillRun.objects.create(
             pk=lease.run_id,
             trigger=trigger,
-            options=_jsonable(options),
+            options=jsonable_options(options),
             model=config.model,
             dimensions=config.dimensions,
             index_mode="rebuild" if rebuild_index else "live",
@@ -164,7 +166,7 @@ def execute_backfill(
     return progress, run
 
 
-def _jsonable(options: BackfillOptions) -> dict:
+def jsonable_options(options: BackfillOptions) -> dict:
     data = asdict(options)
     selection = data["selection"]
     if selection["created_after"] is not None:

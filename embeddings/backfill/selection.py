@@ -4,9 +4,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
-from embeddings.models import Clip
+from embeddings.models import Clip, EmbeddingBatchClip
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,11 @@ class Selection:
         return self.queryset().filter(id__gt=after_id).order_by("id").values("id")[:limit]
 
     def _narrowed(self) -> QuerySet:
-        qs = Clip.objects.all()
+        # A clip an open Batch API job holds with its present text waits for that answer.
+        held = EmbeddingBatchClip.objects.filter(
+            clip_id=OuterRef("id"), text_hash=OuterRef("text_hash")
+        )
+        qs = Clip.objects.filter(~Exists(held))
         if self.created_after is not None:
             qs = qs.filter(created_at__gte=self.created_after)
         if self.min_id is not None:

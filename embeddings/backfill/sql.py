@@ -9,6 +9,7 @@ from psycopg import sql
 from embeddings.models import BackfillRun, Clip, EmbeddingClaim
 
 LOCK_NAMESPACE = 0x636C6970  # "clip": the first key of every run's advisory lock
+BATCH_LOCK_NAMESPACE = 0x62617463  # "batc": the Batch API's one ticker
 
 CLIPS = sql.Identifier(Clip._meta.db_table)
 CLAIMS = sql.Identifier(EmbeddingClaim._meta.db_table)
@@ -33,6 +34,12 @@ NEXT_RUN_ID = _render(
     table=sql.Literal(BackfillRun._meta.db_table),
 )
 TAKE_LEASE = "SELECT pg_advisory_lock(%s, %s)"
+BATCH_TICK_LOCK = _render(
+    "SELECT pg_try_advisory_lock({namespace}, 0)", namespace=sql.Literal(BATCH_LOCK_NAMESPACE)
+)
+BATCH_TICK_UNLOCK = _render(
+    "SELECT pg_advisory_unlock({namespace}, 0)", namespace=sql.Literal(BATCH_LOCK_NAMESPACE)
+)
 TAKE_LEASE_ARGS = (LOCK_NAMESPACE,)
 
 # A run still `running` whose lock is gone died (kill -9, a lost machine): its counts so far

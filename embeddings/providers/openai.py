@@ -8,6 +8,7 @@ believed: count, `index` mapping, vector length, finite values.
 import base64
 import binascii
 import re
+from typing import Any
 
 import numpy as np
 import openai
@@ -22,7 +23,7 @@ from embeddings.exceptions import (
 )
 from embeddings.providers.base import ProviderResponse
 
-_INPUT_INDEX = re.compile(r"\$\.input\[(\d+)\]")
+INPUT_INDEX = re.compile(r"\$\.input\[(\d+)\]")
 
 
 class OpenAIProvider:
@@ -45,9 +46,7 @@ class OpenAIProvider:
         self.dimensions = dimensions
         self.send_dimensions = send_dimensions
         self.base_url = base_url or "https://api.openai.com/v1"
-        # Once the API has answered with the configured size, a one-vector answer of another
-        # size is a glitch to retry; before that it is as telling as a whole wrong response.
-        self._size_confirmed = False
+        self._size_confirmed = False  # see decode_embeddings
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
@@ -62,7 +61,7 @@ class OpenAIProvider:
                 input=texts, model=self.model, encoding_format="base64", **extra
             )
         except openai.APIStatusError as err:
-            raise _classify(err) from None
+            raise classify_api_error(err) from None
         except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
             raise RetryableError(f"{type(err).__name__}: {err}") from None
         vectors, tokens = self._decode(raw.content, len(texts))
@@ -76,37 +75,53 @@ class OpenAIProvider:
     def _decode(self, content: bytes, expected: int) -> tuple[np.ndarray, int]:
         try:
             body = orjson.loads(content)
-            items = body["data"]
-            tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
-        except (ValueError, KeyError, TypeError) as err:
+        except ValueError as err:
             raise RetryableError(f"malformed response from the embeddings API: {err}") from None
-        if len(items) != expected:
-            raise RetryableError(f"asked for {expected} embeddings, got {len(items)}")
-        vectors = np.empty((expected, self.dimensions), dtype=np.float32)
-        seen = np.zeros(expected, dtype=bool)
-        lengths = set()
-        for item in items:
-            index = item.get("index")
-            if not isinstance(index, int) or not 0 <= index < expected or seen[index]:
-                raise RetryableError(f"response item has a bad or repeated index: {index!r}")
-            vector = _to_array(item.get("embedding"))
-            lengths.add(vector.size)
-            if vector.size == self.dimensions:
-                vectors[index] = vector
-            seen[index] = True
-        if lengths != {self.dimensions}:
-            if len(lengths) == 1 and (expected > 1 or not self._size_confirmed):
-                raise ProviderConfigurationError(
-                    f"the API returned {lengths.pop()}-dimensional vectors but "
-                    f"EMBEDDING_DIMENSIONS={self.dimensions}: set EMBEDDING_DIMENSIONS to the "
-                    "model's size (and resize the column), or use a model that accepts "
-                    "`dimensions` (EMBEDDING_SEND_DIMENSIONS)"
-                )
-            raise RetryableError(f"response has vectors of {sorted(lengths)} dimensions")
+        vectors, tokens = decode_embeddings(
+            body, expected, self.dimensions, size_confirmed=self._size_confirmed
+        )
         self._size_confirmed = True
-        if not np.isfinite(vectors).all():
-            raise RetryableError("response contains NaN or infinite values")
         return vectors, tokens
+
+
+def decode_embeddings(
+    body: Any, expected: int, dimensions: int, *, size_confirmed: bool = False
+) -> tuple[np.ndarray, int]:
+    """The vectors of an embeddings response body, in input order, and its prompt tokens;
+    checked before they are believed (online answers and Batch API lines alike)."""
+    try:
+        items = body["data"]
+        tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise RetryableError(f"malformed response from the embeddings API: {err}") from None
+    if len(items) != expected:
+        raise RetryableError(f"asked for {expected} embeddings, got {len(items)}")
+    vectors = np.empty((expected, dimensions), dtype=np.float32)
+    seen = np.zeros(expected, dtype=bool)
+    lengths = set()
+    for item in items:
+        index = item.get("index")
+        if not isinstance(index, int) or not 0 <= index < expected or seen[index]:
+            raise RetryableError(f"response item has a bad or repeated index: {index!r}")
+        vector = _to_array(item.get("embedding"))
+        lengths.add(vector.size)
+        if vector.size == dimensions:
+            vectors[index] = vector
+        seen[index] = True
+    if lengths != {dimensions}:
+        # Once the API has answered with the configured size, a one-vector answer of another
+        # size is a glitch to retry; before that it is as telling as a whole wrong response.
+        if len(lengths) == 1 and (expected > 1 or not size_confirmed):
+            raise ProviderConfigurationError(
+                f"the API returned {lengths.pop()}-dimensional vectors but "
+                f"EMBEDDING_DIMENSIONS={dimensions}: set EMBEDDING_DIMENSIONS to the "
+                "model's size (and resize the column), or use a model that accepts "
+                "`dimensions` (EMBEDDING_SEND_DIMENSIONS)"
+            )
+        raise RetryableError(f"response has vectors of {sorted(lengths)} dimensions")
+    if not np.isfinite(vectors).all():
+        raise RetryableError("response contains NaN or infinite values")
+    return vectors, tokens
 
 
 def _to_array(embedding: object) -> np.ndarray:
@@ -140,7 +155,8 @@ def _retry_after(headers) -> float | None:
     return None
 
 
-def _classify(err: openai.APIStatusError) -> ProviderError:
+def classify_api_error(err: openai.APIStatusError) -> ProviderError:
+    """The error class the service decides by, for any API answer that is not a 200."""
     status = err.status_code
     code = getattr(err, "code", None)
     message = getattr(err, "message", None) or str(err)
@@ -172,7 +188,7 @@ def _classify(err: openai.APIStatusError) -> ProviderError:
             f"({message})"
         )
     if status == 400:
-        match = _INPUT_INDEX.search(message)
+        match = INPUT_INDEX.search(message)
         if match or getattr(err, "param", None) == "input":
             return InputRejected(message, index=int(match.group(1)) if match else None)
         return ProviderConfigurationError(f"the API refused the request (400): {message}")

@@ -1,5 +1,7 @@
 """The embedding service as the settings describe it: provider, cache alias, rate limiter."""
 
+from typing import TYPE_CHECKING
+
 from django.core.cache import caches
 
 from embeddings.app_settings import EmbeddingSettings
@@ -14,6 +16,9 @@ from embeddings.service.rate_limiter import (
     build_rate_limiter,
 )
 
+if TYPE_CHECKING:
+    from embeddings.providers.openai_batch import OpenAIBatchClient
+
 CACHE_ALIAS = "embeddings"
 
 
@@ -27,14 +32,7 @@ def build_embedding_service(
     if config.provider == "openai":
         from embeddings.providers.openai import OpenAIProvider
 
-        provider = OpenAIProvider(
-            api_key=config.api_key,
-            base_url=config.base_url,
-            model=config.model,
-            dimensions=config.dimensions,
-            send_dimensions=config.sends_dimensions,
-            timeout=config.request_timeout,
-        )
+        provider = OpenAIProvider(**_openai_arguments(config))
         limiter = build_rate_limiter(
             redis_url=config.redis_url,
             requests_per_minute=config.requests_per_minute,
@@ -58,17 +56,48 @@ def build_embedding_service(
         raise ProviderConfigurationError(
             f"EMBEDDING_PROVIDER={config.provider!r} is not supported: use openai or local"
         )
-    cache = EmbeddingCache(
-        caches[CACHE_ALIAS],
-        model=config.model,
-        dimensions=config.dimensions,
-        ttl=config.cache_ttl,
-    )
     return EmbeddingService(
         provider,
-        cache=cache,
+        cache=build_embedding_cache(config),
         limiter=limiter,
         limits=limits,
         concurrency=concurrency or config.concurrency,
         max_retries=config.max_retries,
     )
+
+
+def build_embedding_cache(config: EmbeddingSettings) -> EmbeddingCache:
+    return EmbeddingCache(
+        caches[CACHE_ALIAS],
+        model=config.model,
+        dimensions=config.dimensions,
+        ttl=config.cache_ttl,
+    )
+
+
+def build_batch_client(config: EmbeddingSettings) -> "OpenAIBatchClient":
+    """The Batch API client: OpenAI's (or a compatible server's), never the local model."""
+    from embeddings.providers.openai_batch import OpenAIBatchClient
+
+    if config.provider != "openai":
+        raise ProviderConfigurationError(
+            f"--batch-api needs EMBEDDING_PROVIDER=openai, not {config.provider!r}: the Batch "
+            "API is OpenAI's"
+        )
+    if not config.api_key:
+        raise ProviderConfigurationError(
+            "OPENAI_API_KEY is not set: put it in .env or the environment"
+        )
+    return OpenAIBatchClient(**_openai_arguments(config))
+
+
+def _openai_arguments(config: EmbeddingSettings) -> dict:
+    """What the online provider and the batch client are both built from."""
+    return {
+        "api_key": config.api_key,
+        "base_url": config.base_url,
+        "model": config.model,
+        "dimensions": config.dimensions,
+        "send_dimensions": config.sends_dimensions,
+        "timeout": config.request_timeout,
+    }

@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 import typing
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,7 +52,11 @@ from typing import Any
 
 import numpy as np
 
+from tests.support.openai_batches import BatchAPIError, BatchStats, BatchStore
+
 EMBEDDINGS_PATH = "/v1/embeddings"
+FILES_PATH = "/v1/files"
+BATCHES_PATH = "/v1/batches"
 MAX_INPUT_TOKENS = 8192
 API_REFERENCE = "Please check the API reference: https://platform.openai.com/docs/api-reference."
 
@@ -116,6 +121,13 @@ class Faults:
     max_request_tokens: int = 300_000
     ignore_dimensions: bool = False
     native_dimensions: int = 1536
+    # The Batch API (tests/support/openai_batches.py): seconds a batch takes; per-line and
+    # per-batch faults; what share of its lines an expired or cancelled batch finished.
+    batch_seconds: float = 0.0
+    batch_failed_line_rate: float = 0
+    batch_expire_rate: float = 0
+    batch_cancel_rate: float = 0
+    batch_partial_fraction: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -128,6 +140,8 @@ class Faults:
                 raise ValueError(f"{name} must be positive or None")
         if self.latency_ms < 0:
             raise ValueError("latency_ms must not be negative")
+        if self.batch_seconds < 0 or not 0 <= self.batch_partial_fraction <= 1:
+            raise ValueError("batch_seconds must be >= 0, batch_partial_fraction within [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -390,6 +404,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, self.server.owner.stats.to_dict())
         elif path == "/_control/faults":
             self._send_json(200, self.server.owner.faults.to_dict())
+        elif path == "/_control/batch_stats":
+            self._send_json(200, self.server.owner.batch_stats.to_dict())
+        elif path.startswith((FILES_PATH, BATCHES_PATH)):
+            self._batch_api("GET", path, b"")
         else:
             self._not_found()
 
@@ -401,6 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self._read_body()
         owner = self.server.owner
+        if path.startswith((FILES_PATH, BATCHES_PATH)):
+            self._batch_api("POST", path, body)
+            return
         if path == "/_control/faults":
             try:
                 owner.faults = Faults(**json.loads(body or b"{}"))
@@ -414,6 +435,54 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"reset": True})
         else:
             self._not_found()
+
+    # -- files and batches --------------------------------------------------------------------
+
+    def _batch_api(self, method: str, path: str, body: bytes) -> None:
+        store, faults = self.server.owner.batches, self.server.owner.faults
+        parts = path.strip("/").split("/")[1:]  # ["files", id, "content"], ["batches", ...]
+        try:
+            auth = self.headers.get("Authorization", "")
+            if faults.unauthorized or not auth.startswith("Bearer ") or not auth[7:].strip():
+                raise BatchAPIError(401, "Incorrect API key provided.")
+            if method == "POST" and parts == ["files"]:
+                answer = store.upload(self.headers.get("Content-Type", ""), body)
+            elif method == "GET" and len(parts) == 3 and parts[::2] == ["files", "content"]:
+                self._send_chunked(store.content(parts[1]))
+                return
+            elif method == "GET" and len(parts) == 2 and parts[0] == "files":
+                answer = store.file(parts[1])
+            elif method == "POST" and parts == ["batches"]:
+                answer = store.create(json.loads(body or b"{}"))
+            elif method == "GET" and parts == ["batches"]:
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                after = query.get("after", [None])[0]
+                answer = store.list(after, int(query.get("limit", ["20"])[0]))
+            elif method == "GET" and len(parts) == 2 and parts[0] == "batches":
+                answer = store.retrieve(parts[1])
+            elif method == "POST" and len(parts) == 3 and parts[::2] == ["batches", "cancel"]:
+                answer = store.cancel(parts[1])
+            else:
+                self._not_found()
+                return
+        except BatchAPIError as exc:
+            self._send_json(exc.status, _HTTPError(exc.status, str(exc), param=exc.param).body)
+            return
+        except ValueError as exc:
+            self._send_json(400, _HTTPError(400, f"bad request: {exc}").body)
+            return
+        self._send_json(200, answer)
+
+    def _send_chunked(self, chunks: Iterator[bytes]) -> None:
+        """A file's content as it is built: no 200 MB output held whole in memory."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for chunk in chunks:
+            if chunk:
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
 
     # -- embeddings ---------------------------------------------------------------------------
 
@@ -471,7 +540,7 @@ class _Handler(BaseHTTPRequestHandler):
                 owner._record(arrived, 502, texts, tokens, billed=False)
                 self._send(502, _HTML_502, content_type="text/html; charset=utf-8")
                 return
-            payload, faulted = self._answer(faults, request, texts, tokens, malformed)
+            payload, faulted = owner.answer(faults, request, texts, tokens, malformed)
         except _HTTPError as exc:
             owner._record(arrived, exc.status, texts, tokens, billed=False)
             self._send_json(exc.status, exc.body, exc.headers)
@@ -593,63 +662,63 @@ class _Handler(BaseHTTPRequestHandler):
                 param="dimensions",
             )
 
-    def _answer(
-        self,
-        faults: Faults,
-        request: dict[str, Any],
-        texts: list[str],
-        tokens: int,
-        malformed: bool,
-    ) -> tuple[bytes, bool]:
-        """Build the 200 body, applying the content faults. Returns (body, faulted)."""
-        owner = self.server.owner
-        dimensions = request.get("dimensions")
-        if dimensions is None or faults.ignore_dimensions:
-            dimensions = faults.native_dimensions
-        n = len(texts)
-        matrix = _vector_matrix(texts, dimensions)
-        vectors: list[np.ndarray] = list(matrix)
-        order = list(range(n))
-        faulted = malformed
-        with owner._rng_lock:
-            rng = owner._rng
-            if faults.wrong_dimensions_rate and rng.random() < faults.wrong_dimensions_rate:
-                row = rng.randrange(n)
-                vectors[row] = expected_vector(texts[row], dimensions - 1 or 2)
-                faulted = True
-            if faults.nan_rate and rng.random() < faults.nan_rate:
-                row = rng.randrange(n)
-                vectors[row] = vectors[row].copy()
-                vectors[row][rng.randrange(len(vectors[row]))] = np.nan
-                faulted = True
-            if faults.wrong_index_rate and rng.random() < faults.wrong_index_rate:
-                if n >= 2:
-                    a, b = rng.sample(range(n), 2)
-                    vectors[a], vectors[b] = vectors[b], vectors[a]
-                else:
-                    vectors[0] = expected_vector(texts[0] + "\x00wrong", dimensions)
-                faulted = True
-            if faults.short_rate and rng.random() < faults.short_rate:
-                order.pop(rng.randrange(n))
-                faulted = True
-            if faults.shuffle:
-                rng.shuffle(order)
-        if request.get("encoding_format", "float") == "base64":
-            little_endian = [vector.astype("<f4", copy=False) for vector in vectors]
-            encoded = ['"' + base64.b64encode(little_endian[i]).decode() + '"' for i in order]
-        else:
-            encoded = [json.dumps(vectors[i].tolist()) for i in order]
-        items = ",".join(
-            f'{{"object":"embedding","index":{i},"embedding":{vector}}}'
-            for i, vector in zip(order, encoded, strict=True)
-        )
-        body = (
-            f'{{"object":"list","data":[{items}],"model":{json.dumps(request["model"])},'
-            f'"usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}}}'
-        ).encode()
-        if malformed:
-            body = body[: max(1, len(body) // 2)]
-        return body, faulted
+
+def _embeddings_body(
+    owner: FakeOpenAIServer,
+    faults: Faults,
+    request: dict[str, Any],
+    texts: list[str],
+    tokens: int,
+    malformed: bool,
+) -> tuple[bytes, bool]:
+    """Build the 200 body, applying the content faults. Returns (body, faulted)."""
+    dimensions = request.get("dimensions")
+    if dimensions is None or faults.ignore_dimensions:
+        dimensions = faults.native_dimensions
+    n = len(texts)
+    matrix = _vector_matrix(texts, dimensions)
+    vectors: list[np.ndarray] = list(matrix)
+    order = list(range(n))
+    faulted = malformed
+    with owner._rng_lock:
+        rng = owner._rng
+        if faults.wrong_dimensions_rate and rng.random() < faults.wrong_dimensions_rate:
+            row = rng.randrange(n)
+            vectors[row] = expected_vector(texts[row], dimensions - 1 or 2)
+            faulted = True
+        if faults.nan_rate and rng.random() < faults.nan_rate:
+            row = rng.randrange(n)
+            vectors[row] = vectors[row].copy()
+            vectors[row][rng.randrange(len(vectors[row]))] = np.nan
+            faulted = True
+        if faults.wrong_index_rate and rng.random() < faults.wrong_index_rate:
+            if n >= 2:
+                a, b = rng.sample(range(n), 2)
+                vectors[a], vectors[b] = vectors[b], vectors[a]
+            else:
+                vectors[0] = expected_vector(texts[0] + "\x00wrong", dimensions)
+            faulted = True
+        if faults.short_rate and rng.random() < faults.short_rate:
+            order.pop(rng.randrange(n))
+            faulted = True
+        if faults.shuffle:
+            rng.shuffle(order)
+    if request.get("encoding_format", "float") == "base64":
+        little_endian = [vector.astype("<f4", copy=False) for vector in vectors]
+        encoded = ['"' + base64.b64encode(little_endian[i]).decode() + '"' for i in order]
+    else:
+        encoded = [json.dumps(vectors[i].tolist()) for i in order]
+    items = ",".join(
+        f'{{"object":"embedding","index":{i},"embedding":{vector}}}'
+        for i, vector in zip(order, encoded, strict=True)
+    )
+    body = (
+        f'{{"object":"list","data":[{items}],"model":{json.dumps(request["model"])},'
+        f'"usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}}}'
+    ).encode()
+    if malformed:
+        body = body[: max(1, len(body) // 2)]
+    return body, faulted
 
 
 _HTML_502 = (
@@ -689,6 +758,9 @@ class FakeOpenAIServer:
         self._waiting = 0
         self._serving = 0
         self._hold_timeout = 60.0
+        self.batches = BatchStore(
+            self._batch_answer, lambda rate: self._draw(rate)[0], lambda: self.faults
+        )
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -833,6 +905,30 @@ class FakeOpenAIServer:
     def reset_stats(self) -> None:
         with self._stats_lock:
             self._stats = ServerStats()
+        self.batches.reset_stats()
+
+    @property
+    def batch_stats(self) -> BatchStats:
+        """What the Batch API was sent and answered (the online endpoint's are `stats`)."""
+        return self.batches.stats
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def answer(
+        self,
+        faults: Faults,
+        request: dict[str, Any],
+        texts: list[str],
+        tokens: int,
+        malformed: bool,
+    ) -> tuple[bytes, bool]:
+        """An embeddings response body for `texts` with the content faults applied."""
+        return _embeddings_body(self, faults, request, texts, tokens, malformed)
+
+    def _batch_answer(self, request: dict[str, Any], texts: list[str]) -> bytes:
+        """A batch line's body: the online answer, content faults included."""
+        tokens = sum(estimate_tokens(text) for text in texts)
+        return self.answer(self.faults, request, texts, tokens, False)[0]
 
     # -- used by the handler ------------------------------------------------------------------
 

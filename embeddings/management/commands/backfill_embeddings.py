@@ -7,6 +7,8 @@ A thin door into `embeddings.backfill.runs.execute_backfill`; the old Go tool's 
 import json
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 
 from django.core.management.base import CommandError, CommandParser
@@ -15,6 +17,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from embeddings.app_settings import MAX_CONCURRENCY, EmbeddingSettings, embedding_settings
+from embeddings.backfill.batch_api.jobs import execute_batch_job
+from embeddings.backfill.batch_api.report import batch_lines
 from embeddings.backfill.estimate import estimate
 from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
 from embeddings.backfill.preflight import preflight
@@ -22,7 +26,11 @@ from embeddings.backfill.progress_report import ProgressReporter, format_duratio
 from embeddings.backfill.runs import cost_usd, execute_backfill
 from embeddings.backfill.selection import Selection
 from embeddings.management.base import EmbeddingCommand
-from embeddings.service.factory import build_embedding_service
+from embeddings.service.factory import (
+    build_batch_client,
+    build_embedding_cache,
+    build_embedding_service,
+)
 from embeddings.tasks import enqueue_backfill
 
 MAX_BATCH = 2048
@@ -41,6 +49,24 @@ def _created_after(value: str) -> datetime:
     if parsed is None:
         raise ValueError(value)
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
+
+
+def _money(value) -> float | None:
+    return float(value) if value is not None else None
+
+
+@contextmanager
+def _stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
+    """SIGINT/SIGTERM call `stop` while the block runs; only the main thread may set them."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: stop())
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Command(EmbeddingCommand):
@@ -87,6 +113,16 @@ class Command(EmbeddingCommand):
         parser.add_argument(
             "--chunk", type=int, default=1000, help="clips per queued task with --enqueue (1000)"
         )
+        parser.add_argument(
+            "--batch-api",
+            action="store_true",
+            help="submit the clips as OpenAI Batch API jobs (half price, 24 h window) and return",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="with --batch-api: wait for the batches, write their vectors, resubmit leftovers",
+        )
 
     def handle(self, *args, **opts) -> None:
         config = embedding_settings()
@@ -116,6 +152,11 @@ class Command(EmbeddingCommand):
         if opts["estimate"]:
             self._estimate(options, config, as_json=opts["json"])
             return
+        if opts["wait"] and not opts["batch_api"]:
+            raise CommandError("--wait goes with --batch-api", returncode=2)
+        if opts["batch_api"]:
+            self._batch_api(options, config, opts)
+            return
         if opts["enqueue"]:
             self._enqueue(selection, opts)
             return
@@ -136,38 +177,76 @@ class Command(EmbeddingCommand):
             )
         reporter = ProgressReporter(self.stdout, enabled=not quiet)
 
-        previous_handlers: dict[int, object] = {}
+        started: list[Backfill] = []
 
         def on_start(backfill: Backfill) -> None:
-            # SIGINT/SIGTERM finish the batches in flight; only the main thread may set them.
-            if threading.current_thread() is threading.main_thread():
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    previous_handlers[signum] = signal.signal(signum, lambda *_: backfill.stop())
+            started.append(backfill)
             if not quiet:
                 total = backfill.count()
                 self.stdout.write(f"Found {total} clips to process")
 
-        try:
-            progress, run = execute_backfill(
-                service,
-                options,
-                config,
-                trigger="command",
-                rebuild_index=opts["rebuild_index"],
-                on_start=on_start,
-                on_progress=reporter.update,
-            )
-        except DatabaseError as err:
-            raise CommandError(
-                f"database error: {err}. Nothing wrong was written; run again to continue.",
-                returncode=1,
-            ) from None
-        finally:
-            reporter.close()
-            service.close()
-            for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
+        # SIGINT/SIGTERM finish the batches in flight.
+        with _stop_on_signals(lambda: [backfill.stop() for backfill in started]):
+            try:
+                progress, run = execute_backfill(
+                    service,
+                    options,
+                    config,
+                    trigger="command",
+                    rebuild_index=opts["rebuild_index"],
+                    on_start=on_start,
+                    on_progress=reporter.update,
+                )
+            except DatabaseError as err:
+                raise CommandError(
+                    f"database error: {err}. Nothing wrong was written; run again to continue.",
+                    returncode=1,
+                ) from None
+            finally:
+                reporter.close()
+                service.close()
         self._summary(progress, config, run.pk if run else None, opts)
+        if progress.exit_code:
+            raise CommandError(self._failure_message(progress), returncode=progress.exit_code)
+
+    def _batch_api(self, options: BackfillOptions, config: EmbeddingSettings, opts: dict) -> None:
+        clash = [flag for flag in ("dry_run", "enqueue", "rebuild_index") if opts[flag]]
+        if clash:
+            names = ", ".join("--" + flag.replace("_", "-") for flag in clash)
+            raise CommandError(f"--batch-api cannot be combined with {names}", returncode=2)
+        client = build_batch_client(config)
+        quiet = opts["json"] or opts["verbosity"] == 0
+        if not quiet:
+            self.stdout.write(
+                f"Submitting to the Batch API: model={config.model} "
+                f"dimensions={config.dimensions} queue limit={config.batch_queue_tokens} tokens"
+                + (" (waiting for the answers)" if opts["wait"] else "")
+            )
+        reporter = ProgressReporter(self.stdout, enabled=not quiet and opts["wait"])
+        stop = threading.Event()
+        with _stop_on_signals(stop.set):
+            try:
+                progress, run = execute_batch_job(
+                    client,
+                    build_embedding_cache(config),
+                    config,
+                    options=options,
+                    wait=opts["wait"],
+                    trigger="command",
+                    stop=stop,
+                    on_progress=reporter.update,
+                )
+            except DatabaseError as err:
+                raise CommandError(
+                    f"database error: {err}. What was submitted is recorded; run again to go on.",
+                    returncode=1,
+                ) from None
+            finally:
+                reporter.close()
+        if not quiet:
+            for line in batch_lines(run):
+                self.stdout.write(line)
+        self._summary(progress, config, run.pk, opts, batch=True)
         if progress.exit_code:
             raise CommandError(self._failure_message(progress), returncode=progress.exit_code)
 
@@ -189,8 +268,16 @@ class Command(EmbeddingCommand):
                 "is recorded as a BackfillRun (trigger 'task')."
             )
 
-    def _summary(self, progress: BackfillProgress, config: EmbeddingSettings, run_id, opts) -> None:
-        cost = cost_usd(progress.stats.tokens, config)
+    def _summary(
+        self,
+        progress: BackfillProgress,
+        config: EmbeddingSettings,
+        run_id,
+        opts,
+        *,
+        batch: bool = False,
+    ) -> None:
+        cost = cost_usd(progress.stats.tokens, config, batch=batch)
         if opts["json"]:
             data = {
                 "run_id": run_id,
@@ -228,8 +315,14 @@ class Command(EmbeddingCommand):
                 "clips": found.clips,
                 "estimated_tokens": found.tokens,
                 "requests": found.requests,
-                "cost_usd": float(cost) if cost is not None else None,
+                "cost_usd": _money(cost),
                 "minutes_at_limits": found.minutes_at_limits,
+                "batch_api": {
+                    "cost_usd": _money(found.batch_cost_usd),
+                    "batches": found.batches,
+                    "fits_queue": found.fits_batch_queue,
+                    "queue_tokens": config.batch_queue_tokens,
+                },
             }
             self.stdout.write(json.dumps(data, indent=2))
             return
@@ -241,4 +334,16 @@ class Command(EmbeddingCommand):
             f"Estimated time at the configured limits: "
             f"{format_duration(found.minutes_at_limits * 60)} "
             f"({config.requests_per_minute} requests/min, {config.tokens_per_minute} tokens/min)"
+        )
+        batch_price = found.batch_cost_usd
+        fits = (
+            "fits the queue at once"
+            if found.fits_batch_queue
+            else "more than the queue holds: later batches go as earlier ones finish"
+        )
+        self.stdout.write(
+            "With --batch-api: "
+            + (f"${batch_price:.4f}" if batch_price is not None else "unknown price")
+            + f" (half price) in {found.batches} batches, within 24 h; {found.tokens} tokens "
+            f"{fits} (EMBEDDING_BATCH_QUEUE_TOKENS={config.batch_queue_tokens})"
         )
