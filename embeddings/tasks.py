@@ -18,7 +18,7 @@ from embeddings.app_settings import EmbeddingSettings, embedding_settings
 from embeddings.backfill.pipeline import BackfillOptions, Follow
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection, id_ranges
-from embeddings.models import Clip
+from embeddings.models import Clip, served_settings
 from embeddings.service.factory import build_embedding_service
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def register_schedule(config: EmbeddingSettings) -> None:
 def _run(
     options: BackfillOptions, trigger: str, *, only_if_enabled: bool = True, on_poll=None
 ) -> dict | None:
-    config = embedding_settings()
+    config = served_settings()
     if only_if_enabled and not config.enabled:
         logger.info("EMBEDDING_ENABLED is false: the %s run does nothing", trigger)
         return None
@@ -78,8 +78,7 @@ def _run(
 
 
 def _selection(**narrowing) -> Selection:
-    config = embedding_settings()
-    return Selection(model=config.model, dimensions=config.dimensions, **narrowing)
+    return Selection.of(served_settings(), **narrowing)
 
 
 def embed_new_clips() -> dict | None:
