@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from django.db import connection, transaction
 
-from embeddings.backfill.index import build_hnsw_index
 from embeddings.models import Clip, EmbeddingVersion, embedding_column_type
 from embeddings.search.vector import SEARCH_SETTINGS_SQL
 from tests.support.assertions import assert_every_live_clip_right
 from tests.support.clips import make_clips
 from tests.support.commands import ROOT, finish, start_backfill
+from tests.support.database import restore_migrated_column
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,15 +23,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def clips_column_back_as_migrated():
-    """A switch changes `clips.embedding` itself, which outlives the test's data: put the
-    migrated vector(768) column back if a test left another."""
     yield
-    if embedding_column_type() != ("vector", 768):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "ALTER TABLE clips DROP COLUMN embedding, ADD COLUMN embedding vector(768)"
-            )
-        build_hnsw_index()
+    restore_migrated_column()
 
 
 def start_switch(env: dict[str, str], *args: str) -> subprocess.Popen:

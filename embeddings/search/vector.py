@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 from django.db import connections, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import Model, QuerySet, Subquery
 from pgvector.django import CosineDistance
 
 from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings
@@ -155,16 +155,23 @@ def similar_clips(clip: Model, k: int = 10) -> list:
     view must not spend money or wait on it): a clip without a current vector gets []."""
     clips = type(clip).objects.all()
 
-    def search(version: EmbeddingSettings, vector: np.ndarray | None) -> list:
-        if vector is None:
+    def search(version: EmbeddingSettings, _: None) -> list:
+        this = clips.filter(pk=clip.pk).searchable(version)
+        if not this.exists():
             return []
+        # The vector stays in PostgreSQL: a scalar subquery is evaluated once, and the index
+        # still answers `ORDER BY embedding <=> (SELECT ...)`.
+        vector = this.annotate(vector=clips.vector_expression(version)).values("vector")[:1]
         return nearest_clips(
-            clips, vector, k, config=version, ef_search=version.search_ef, exclude_pk=clip.pk
+            clips,
+            Subquery(vector),
+            k,
+            config=version,
+            ef_search=version.search_ef,
+            exclude_pk=clip.pk,
         )
 
-    return served_search(
-        clips, None, lambda version: stored_vector(clips, clip.pk, version), search
-    )
+    return served_search(clips, None, lambda version: None, search)
 
 
 def stored_vector(queryset: QuerySet, clip_id: int, config: EmbeddingSettings) -> np.ndarray | None:
@@ -200,7 +207,7 @@ def embed_query(
 
 def search_queryset(
     queryset: QuerySet,
-    vector: np.ndarray,
+    vector: np.ndarray | Subquery,
     k: int,
     *,
     config: EmbeddingSettings,
@@ -220,7 +227,7 @@ def search_queryset(
 
 def nearest_clips(
     queryset: QuerySet,
-    vector: np.ndarray,
+    vector: np.ndarray | Subquery,
     k: int,
     *,
     config: EmbeddingSettings,
@@ -233,7 +240,7 @@ def nearest_clips(
             f"ef_search (EMBEDDING_SEARCH_EF) must be between 1 and {MAX_EF_SEARCH}, "
             f"not {ef_search}"
         )
-    if len(vector) != config.dimensions:
+    if isinstance(vector, np.ndarray) and len(vector) != config.dimensions:
         raise InvalidSearch(
             f"the query vector has {len(vector)} dimensions, the clips {config.dimensions}"
         )
