@@ -14,7 +14,7 @@ from embeddings.models import Clip, EmbeddingVersion, embedding_column_type
 from embeddings.search.vector import SEARCH_SETTINGS_SQL
 from tests.support.assertions import assert_every_live_clip_right
 from tests.support.clips import make_clips
-from tests.support.commands import ROOT, finish, start_backfill
+from tests.support.commands import ROOT, finish, start_backfill, start_command
 from tests.support.database import restore_migrated_column
 from tests.support.waiting import wait_for
 
@@ -28,14 +28,7 @@ def clips_column_back_as_migrated():
 
 
 def start_switch(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "switch_embeddings", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_command(env, "switch_embeddings", *args)
 
 
 def start_searcher(env: dict[str, str], ids: list[int], tmp_path: Path) -> subprocess.Popen:

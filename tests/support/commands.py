@@ -37,8 +37,13 @@ def embed(ids: list[int]) -> None:
 
 
 def start_backfill(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return start_command(env, "backfill_embeddings", *args)
+
+
+def start_command(env: dict[str, str], command: str, *args: str) -> subprocess.Popen:
+    """`manage.py COMMAND ARGS` as a real subprocess, stdout and stderr together."""
     return subprocess.Popen(
-        [sys.executable, "manage.py", "backfill_embeddings", *args],
+        [sys.executable, "manage.py", command, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
