@@ -24,7 +24,10 @@ PRICE_PER_MILLION_TOKENS = {
 PROVIDERS = ("openai", "local")
 LOCAL_MODEL, LOCAL_DIMENSIONS = "all-MiniLM-L6-v2", 384
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
-MAX_DIMENSIONS = 16_000  # pgvector's upper bound for a vector column
+STORAGES = ("vector", "halfvec")
+# pgvector's HNSW index takes vector up to 2,000 dimensions and halfvec up to 4,000; the clips
+# column always carries one, so no larger size is accepted.
+HNSW_MAX_DIMENSIONS = {"vector": 2000, "halfvec": 4000}
 MAX_CONCURRENCY = 64
 MAX_INPUTS_PER_REQUEST = 2048  # the API's own cap
 
@@ -61,6 +64,7 @@ SETTINGS = {
     "base_url": Setting("OPENAI_BASE_URL", None, _optional_str),
     "model": Setting("EMBEDDING_MODEL", "text-embedding-3-small", str),
     "dimensions": Setting("EMBEDDING_DIMENSIONS", 768, int),
+    "storage": Setting("EMBEDDING_STORAGE", "vector", str),
     "send_dimensions": Setting("EMBEDDING_SEND_DIMENSIONS", "auto", str),
     "requests_per_minute": Setting("EMBEDDING_REQUESTS_PER_MINUTE", 500, int),
     "tokens_per_minute": Setting("EMBEDDING_TOKENS_PER_MINUTE", 1_000_000, int),
@@ -99,6 +103,7 @@ class EmbeddingSettings:
     base_url: str | None
     model: str
     dimensions: int
+    storage: str
     send_dimensions: str
     requests_per_minute: int
     tokens_per_minute: int
@@ -121,6 +126,11 @@ class EmbeddingSettings:
     batch_queue_tokens: int
     batch_poll_seconds: float
     batch_poll_minutes: int
+    # Which stored version these settings describe (`embeddings.models.served_settings` fills
+    # them from the database; None: the settings alone, no version row yet), and where its
+    # vectors are: "clips" (clips.embedding) or "builds" (its rows of clip_vector_builds).
+    version_id: int | None = None
+    source: str = "clips"
 
     @property
     def price_per_million_tokens(self) -> float | None:
@@ -141,7 +151,10 @@ class EmbeddingSettings:
 
     def __repr__(self) -> str:
         # Never show the key: reprs end up in logs and tracebacks.
-        return f"EmbeddingSettings(model={self.model!r}, dimensions={self.dimensions})"
+        return (
+            f"EmbeddingSettings(model={self.model!r}, dimensions={self.dimensions}, "
+            f"storage={self.storage!r})"
+        )
 
 
 def embedding_settings() -> EmbeddingSettings:
@@ -178,6 +191,21 @@ def _range(name: str, value: float, low: float, high: float | None = None) -> li
     return []
 
 
+def storage_problems(storage: str, dimensions: int, name: str = "--storage") -> list[str]:
+    """What keeps a version of this storage and size from its HNSW index (a switch's flags, or
+    the first version's settings)."""
+    if storage not in STORAGES:
+        return [f"{name}={storage!r} is not supported: use vector or halfvec"]
+    limit = HNSW_MAX_DIMENSIONS[storage]
+    if dimensions > limit:
+        remedy = ": store it as halfvec (up to 4000)" if storage == "vector" else ""
+        return [
+            f"{dimensions} dimensions is more than pgvector's HNSW index takes for {storage} "
+            f"({limit}){remedy}"
+        ]
+    return []
+
+
 def problems(config: EmbeddingSettings) -> list[str]:
     """What is wrong with the settings, one sentence each that says what to set."""
     names = {field: SETTINGS[field].name for field in SETTINGS}
@@ -192,8 +220,9 @@ def problems(config: EmbeddingSettings) -> list[str]:
             _bool(config.send_dimensions)
         except ValueError:
             found.append(f"{names['send_dimensions']} must be auto, true or false")
+    found += storage_problems(config.storage, config.dimensions, names["storage"])
     checks = [
-        ("dimensions", 1, MAX_DIMENSIONS),
+        ("dimensions", 1, None),
         ("requests_per_minute", 1, None),
         ("tokens_per_minute", 1, None),
         ("max_inputs_per_request", 1, MAX_INPUTS_PER_REQUEST),

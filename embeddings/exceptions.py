@@ -55,16 +55,18 @@ class RunAborted(EmbeddingError):
 
 class FailureKind(Enum):
     """Why one clip got no vector in a run. `skipped` kinds are not failures: nothing could be
-    embedded (blank text), or the clip's text changed while its request was in flight."""
+    embedded (blank text), or the clip's text (or the served version) changed while its request
+    was in flight."""
 
     BLANK = "blank text: nothing to embed"
     CHANGED = "text changed during the run: the next run embeds the new text"
+    VERSION_CHANGED = "another version is served now: the next run embeds for it"
     REJECTED = "rejected by the API"
     GAVE_UP = "gave up after retries"
 
     @property
     def skipped(self) -> bool:
-        return self in (FailureKind.BLANK, FailureKind.CHANGED)
+        return self in (FailureKind.BLANK, FailureKind.CHANGED, FailureKind.VERSION_CHANGED)
 
 
 def exit_code(error: BaseException | None) -> int:

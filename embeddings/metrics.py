@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from embeddings.app_settings import embedding_settings
 from embeddings.backfill.runs import settle_dead_runs
 from embeddings.coverage import coverage_counts
-from embeddings.models import BackfillRun
+from embeddings.models import BackfillRun, served_settings
 
 PREFIX = "clip_embeddings"
 
@@ -26,7 +26,7 @@ class EmbeddingCollector:
     """A custom collector: nothing is counted in process memory, everything is read per scrape."""
 
     def collect(self):
-        config = embedding_settings()
+        config = served_settings()
         counts = coverage_counts(config.model, config.dimensions)
         gauges = {
             "live_clips": ("Live clips (not removed).", counts.live),

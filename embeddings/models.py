@@ -1,16 +1,18 @@
-"""Clips, the record of each backfill run, and the Batch API jobs out for clips."""
+"""Clips, the versions of their vectors, the record of each backfill run, and the Batch API
+jobs out for clips."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
-from django.db import models
-from django.db.models.functions import Now
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models.functions import Cast, Now
 from django.utils import timezone
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
 from embeddings import live_sync
-from embeddings.app_settings import declared_dimensions
+from embeddings.app_settings import EmbeddingSettings, declared_dimensions, embedding_settings
 from embeddings.clip_text import clip_text_expression, clip_text_hash_expression
 from embeddings.search.hybrid import Mode, find_clips, search_document_expression
 
@@ -42,6 +44,25 @@ def stale_q(model: str, dimensions: int) -> models.Q:
 def failed_q(model: str, dimensions: int) -> models.Q:
     """The last attempt failed and no current vector came since (an older one may be kept)."""
     return models.Q(embedding_error__isnull=False) & ~current_embedding_q(model, dimensions)
+
+
+def _build_row_of(version_id: int) -> models.Exists:
+    return models.Exists(
+        ClipVector.objects.filter(
+            version_id=version_id,
+            clip_id=models.OuterRef("pk"),
+            text_hash=models.OuterRef("text_hash"),
+        )
+    )
+
+
+def vector_expression(config: EmbeddingSettings) -> models.Expression:
+    """The clip's vector of that version, as its HNSW index is built over it (a build row's
+    untyped vector cast to the version's type and size, which its expression index names)."""
+    if config.source != "builds":
+        return models.F("embedding")
+    field = HalfVectorField if config.storage == "halfvec" else VectorField
+    return Cast(models.F("built_vectors__embedding"), field(dimensions=config.dimensions))
 
 
 def _resting() -> models.Q:
@@ -86,6 +107,31 @@ class ClipQuerySet(models.QuerySet):
             for arm in (never, edited)
         ]
         return arms[0].union(arms[1], all=True).order_by("id")[:limit]
+
+    def built(self, version_id: int) -> "ClipQuerySet":
+        """Clips holding a build row of `version_id` made from their present text."""
+        return self.filter(_build_row_of(version_id))
+
+    def unbuilt(self, version_id: int) -> "ClipQuerySet":
+        return self.exclude(_build_row_of(version_id))
+
+    def searchable(self, config: EmbeddingSettings) -> "ClipQuerySet":
+        """Live clips holding a current vector of the version `config` names, where that
+        version keeps them (see `vector_expression`)."""
+        if config.source == "builds":
+            # One filter() call: the vector read by `vector_expression` comes from this join.
+            return self.live().filter(
+                built_vectors__version_id=config.version_id,
+                built_vectors__text_hash=models.F("text_hash"),
+            )
+        return self.live().current(config.model, config.dimensions)
+
+    def vector_expression(self, config: EmbeddingSettings) -> models.Expression:
+        return vector_expression(config)
+
+    def served_settings(self) -> EmbeddingSettings:
+        """For `embeddings.search`, which never imports this module: see `served_settings`."""
+        return served_settings()
 
     def stale(self, model: str, dimensions: int) -> "ClipQuerySet":
         return self.filter(stale_q(model, dimensions))
@@ -285,6 +331,10 @@ class EmbeddingClaim(models.Model):
     """
 
     clip_id = models.BigIntegerField(primary_key=True)
+    # What the vector is for: 0 the served vectors in `clips`, else a version's build rows, so
+    # a switch's run and live sync never wait on each other. The table's primary key is
+    # (clip_id, target) (migration 0007); the ORM only ever reads claims.
+    target = models.BigIntegerField(default=0)
     run_id = models.IntegerField()
     claimed_at = models.DateTimeField(default=timezone.now)
 
@@ -365,3 +415,153 @@ class EmbeddingBatchClip(models.Model):
 
     def __str__(self) -> str:
         return f"clip {self.clip_id} in batch {self.batch_id}"
+
+
+class EmbeddingVersion(models.Model):
+    """One (model, size, storage) of the clips' vectors: the one every search serves, the one a
+    switch builds beside it, or one served before (kept: switching back finds its row).
+
+    Every process reads the served version from here at query time (`served_settings`), so a
+    web server started with other EMBEDDING_* settings follows a switch at once. The phase
+    says how far a switch (or a large rewrite of the served version) has come, so re-running
+    `switch_embeddings` resumes it.
+    """
+
+    class State(models.TextChoices):
+        BUILDING = "building"
+        SERVED = "served"
+        RETIRED = "retired"
+
+    class Phase(models.TextChoices):
+        FILLING = "filling"  # its vectors are being written to clip_vector_builds
+        INDEXED = "indexed"  # complete there, with an HNSW index of its own
+        SWAPPED = "swapped"  # served from its build rows; clips.embedding not replaced yet
+        REWRITING = "rewriting"  # served from its build rows while clips.embedding is refilled
+        DONE = "done"  # clips.embedding holds it
+
+    model = models.CharField(max_length=255)
+    dimensions = models.PositiveIntegerField()
+    storage = models.CharField(max_length=16, default="vector")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.BUILDING)
+    phase = models.CharField(max_length=16, choices=Phase.choices, default=Phase.FILLING)
+    created_at = models.DateTimeField(default=timezone.now)
+    served_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "embedding_versions"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "dimensions", "storage"], name="embedding_versions_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["state"],
+                condition=models.Q(state__in=["served", "building"]),
+                name="embedding_versions_one_served_one_building",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} at {self.dimensions} ({self.storage}, {self.state})"
+
+    @property
+    def source(self) -> str:
+        return "builds" if self.phase in (self.Phase.SWAPPED, self.Phase.REWRITING) else "clips"
+
+    def settings(self, base: EmbeddingSettings) -> EmbeddingSettings:
+        """`base` (the process's settings) with this version's model, size and storage."""
+        return replace(
+            base,
+            model=self.model,
+            dimensions=self.dimensions,
+            storage=self.storage,
+            version_id=self.pk,
+            source=self.source,
+        )
+
+
+class ClipVector(models.Model):
+    """A clip's vector of a version being built beside the served one (or of a large rewrite
+    of the served one). A table of its own, not a second column of `clips`: a non-HOT UPDATE
+    of a clip adds an entry to every index of `clips`, its HNSW index included, even when the
+    indexed column did not change. No HNSW index while it fills: rows arrive by binary COPY."""
+
+    version = models.ForeignKey(
+        EmbeddingVersion, on_delete=models.CASCADE, related_name="built_vectors", db_index=False
+    )
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="built_vectors")
+    embedding = VectorField()  # untyped: any size; the version's index casts it
+    text_hash = models.CharField(max_length=32)
+    generated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "clip_vector_builds"
+        constraints = [
+            models.UniqueConstraint(fields=["version", "clip"], name="clip_vector_builds_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"clip {self.clip_id} of version {self.version_id}"
+
+
+def embedding_column_type() -> tuple[str, int] | None:
+    """(storage, dimensions) of `clips.embedding` in the database; None: no such column."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.typname, a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            " WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding'"
+            " AND NOT a.attisdropped",
+            [Clip._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def served_version() -> EmbeddingVersion | None:
+    """The version search serves; the first one is made from the settings, if the clips
+    column is of their type and size (else the preflight says what to do)."""
+    served = EmbeddingVersion.objects.filter(state=EmbeddingVersion.State.SERVED).first()
+    if served is not None:
+        return served
+    config = embedding_settings()
+    if embedding_column_type() != (config.storage, config.dimensions):
+        return None
+    try:
+        with transaction.atomic():
+            return EmbeddingVersion.objects.create(
+                model=config.model,
+                dimensions=config.dimensions,
+                storage=config.storage,
+                state=EmbeddingVersion.State.SERVED,
+                phase=EmbeddingVersion.Phase.DONE,
+                served_at=timezone.now(),
+            )
+    except IntegrityError:  # another process made it first
+        return EmbeddingVersion.objects.filter(state=EmbeddingVersion.State.SERVED).first()
+
+
+def adopt_column(model: str) -> EmbeddingVersion:
+    """The served version, made from the column as it is when the settings name another size
+    (so a switch can start from it: `resize_embeddings`)."""
+    served = served_version()
+    if served is not None:
+        return served
+    storage, dimensions = embedding_column_type()
+    return EmbeddingVersion.objects.create(
+        model=model,
+        dimensions=dimensions,
+        storage=storage,
+        state=EmbeddingVersion.State.SERVED,
+        phase=EmbeddingVersion.Phase.DONE,
+        served_at=timezone.now(),
+    )
+
+
+def served_settings() -> EmbeddingSettings:
+    """The settings of this process with the served version's model, size and storage: what
+    every search, run, page and metric uses. EMBEDDING_MODEL / _DIMENSIONS / _STORAGE only
+    name the first version."""
+    config = embedding_settings()
+    version = served_version()
+    return config if version is None else version.settings(config)

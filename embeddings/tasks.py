@@ -19,7 +19,7 @@ from embeddings.backfill.batch_api.jobs import execute_batch_job, open_batches
 from embeddings.backfill.pipeline import BackfillOptions, Follow
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection, id_ranges
-from embeddings.models import Clip
+from embeddings.models import Clip, served_settings
 from embeddings.service.factory import (
     build_batch_client,
     build_embedding_cache,
@@ -67,7 +67,7 @@ def register_schedule(config: EmbeddingSettings) -> None:
 def _run(
     options: BackfillOptions, trigger: str, *, only_if_enabled: bool = True, on_poll=None
 ) -> dict | None:
-    config = embedding_settings()
+    config = served_settings()
     if only_if_enabled and not config.enabled:
         logger.info("EMBEDDING_ENABLED is false: the %s run does nothing", trigger)
         return None
@@ -88,8 +88,7 @@ def _run(
 
 
 def _selection(**narrowing) -> Selection:
-    config = embedding_settings()
-    return Selection(model=config.model, dimensions=config.dimensions, **narrowing)
+    return Selection.of(served_settings(), **narrowing)
 
 
 def embed_new_clips() -> dict | None:
@@ -135,7 +134,7 @@ def collect_batches() -> dict | None:
     nothing (and records no run) while no batch is open."""
     if not open_batches():
         return None
-    config = embedding_settings()
+    config = served_settings()
     progress, run = execute_batch_job(
         build_batch_client(config),
         build_embedding_cache(config),

@@ -13,6 +13,7 @@ from embeddings.exceptions import FatalProviderError
 from embeddings.models import Clip
 from tests.support.clips import make_clips
 from tests.support.commands import backfill
+from tests.support.database import restore_migrated_column
 
 if importlib.util.find_spec("sentence_transformers") is None:
     if os.environ.get("CI"):
@@ -79,12 +80,15 @@ def test_the_backfill_with_the_local_provider_after_resizing_the_column(settings
     assert err.value.returncode == 2
 
     try:
-        call_command("resize_embeddings", "--noinput", stdout=io.StringIO())
+        # A switch of size: it embeds every live clip with the new size itself.
+        output = io.StringIO()
+        call_command("resize_embeddings", "--noinput", stdout=output)
         assert vector_column_dimensions() == 384
+        assert "embedded 20" in output.getvalue()
 
         output = backfill()
 
-        assert "Processed: 20" in output
+        assert "Found 0 clips to process" in output
         assert "rate limiter: unlimited" in output
         clip = Clip.objects.with_text().first()
         (expected,) = (
@@ -92,5 +96,5 @@ def test_the_backfill_with_the_local_provider_after_resizing_the_column(settings
         )
         np.testing.assert_allclose(np.asarray(clip.embedding), expected, atol=1e-5)
     finally:
-        call_command("resize_embeddings", "--noinput", "--dimensions", "768", stdout=io.StringIO())
+        restore_migrated_column()
     assert vector_column_dimensions() == 768

@@ -14,7 +14,7 @@ from embeddings.backfill.pipeline import BackfillOptions, BackfillProgress
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection
 from embeddings.exceptions import FatalProviderError
-from embeddings.models import BackfillRun
+from embeddings.models import BackfillRun, served_settings
 from embeddings.service.factory import build_embedding_service
 from embeddings.tasks import enqueue_clip_ids
 
@@ -39,7 +39,7 @@ class EmbeddingActions:
 
     @admin.action(description="Embed selected clips", permissions=["change"])
     def embed_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        config = embedding_settings()
+        config = served_settings()
         if self.refused_while_disabled(request, config, "embedded"):
             return
         selected = list(queryset.order_by("pk").values_list("pk", "is_removed"))
@@ -76,9 +76,7 @@ class EmbeddingActions:
         except FatalProviderError as err:
             self.message_user(request, f"Nothing was embedded: {err}", messages.ERROR)
             return
-        selection = Selection(
-            model=config.model, dimensions=config.dimensions, force=True, ids=tuple(ids)
-        )
+        selection = Selection.of(config, force=True, ids=tuple(ids))
         try:
             progress, run = execute_backfill(
                 service, BackfillOptions(selection=selection), config, trigger="admin"

@@ -20,8 +20,7 @@ from embeddings.admin.filters import (
     HasEmbeddingFilter,
     StaleFilter,
 )
-from embeddings.app_settings import embedding_settings
-from embeddings.models import Clip
+from embeddings.models import Clip, served_settings
 from embeddings.search.vector import similar_clips
 
 
@@ -83,7 +82,7 @@ class ClipAdmin(EmbeddingActions, admin.ModelAdmin):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        config = embedding_settings()
+        config = served_settings()
         queryset = super().get_queryset(request).defer("embedding")
         return queryset.with_state(config.model, config.dimensions)
 

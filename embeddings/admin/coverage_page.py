@@ -8,12 +8,12 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from embeddings.admin.coverage_chart import coverage_chart
-from embeddings.app_settings import embedding_settings
 from embeddings.backfill.estimate import estimate
 from embeddings.backfill.runs import settle_dead_runs
 from embeddings.backfill.selection import Selection
+from embeddings.backfill.switch import unfinished_version
 from embeddings.coverage import coverage_report
-from embeddings.models import BackfillRun
+from embeddings.models import BackfillRun, served_settings
 from embeddings.tasks import SCHEDULE_NAME, enqueue_backfill
 
 LATEST_RUNS = 5
@@ -25,7 +25,7 @@ def coverage_view(model_admin, request: HttpRequest) -> HttpResponse:
     # admin_view only checks that the user is active staff.
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
-    config = embedding_settings()
+    config = served_settings()
     report = coverage_report(config.model, config.dimensions)
     settle_dead_runs()  # a reader of the history never shows a dead run as running
     running = list(BackfillRun.objects.filter(status=BackfillRun.Status.RUNNING))
@@ -37,6 +37,7 @@ def coverage_view(model_admin, request: HttpRequest) -> HttpResponse:
         "config": config,
         "api_key_set": bool(config.api_key),
         "report": report,
+        "building": unfinished_version(),
         "chart": coverage_chart(report.days),
         "runs": BackfillRun.objects.order_by("-started_at")[:LATEST_RUNS],
         "schedule": _schedule(),
@@ -53,11 +54,11 @@ def embed_pending_view(model_admin, request: HttpRequest) -> HttpResponse:
     as django-q2 tasks, like `backfill_embeddings --enqueue`. Needs "change clip"."""
     if not model_admin.has_change_permission(request):
         raise PermissionDenied
-    config = embedding_settings()
+    config = served_settings()
     coverage_url = reverse("admin:embeddings_clip_coverage")
     if model_admin.refused_while_disabled(request, config, "queued"):
         return HttpResponseRedirect(coverage_url)
-    selection = Selection(model=config.model, dimensions=config.dimensions)
+    selection = Selection.of(config)
     if request.method == "POST":
         try:
             group, tasks = enqueue_backfill(selection, chunk=QUEUE_CHUNK, batch_size=50)

@@ -3,8 +3,7 @@ vectors."""
 
 from django.contrib import admin
 
-from embeddings.app_settings import embedding_settings
-from embeddings.models import BackfillRun, failed_q
+from embeddings.models import BackfillRun, failed_q, served_settings
 
 
 class HasEmbeddingFilter(admin.SimpleListFilter):
@@ -28,7 +27,7 @@ class StaleFilter(admin.SimpleListFilter):
         return [("yes", "Yes: made from other text, model or size"), ("no", "No: current")]
 
     def queryset(self, request, queryset):
-        config = embedding_settings()
+        config = served_settings()
         if self.value() == "yes":
             return queryset.stale(config.model, config.dimensions)
         if self.value() == "no":
@@ -44,7 +43,7 @@ class FailedFilter(admin.SimpleListFilter):
         return [("yes", "Yes: last attempt failed"), ("no", "No")]
 
     def queryset(self, request, queryset):
-        config = embedding_settings()
+        config = served_settings()
         if self.value() == "yes":
             return queryset.failed(config.model, config.dimensions)
         if self.value() == "no":
@@ -62,7 +61,7 @@ class EmbeddingModelFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         names = set(BackfillRun.objects.values_list("model", flat=True).distinct())
-        names.add(embedding_settings().model)
+        names.add(served_settings().model)
         if self.value() and self.value() != self.NONE:
             names.add(self.value())
         return [(name, name) for name in sorted(names)] + [(self.NONE, "None")]

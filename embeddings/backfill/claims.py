@@ -64,7 +64,7 @@ def claim_next(
     if run_id is None:
         claimed_sql, claim_params = "SELECT id AS clip_id FROM candidates", []
     else:
-        claimed_sql, claim_params = sql.CLAIM_CANDIDATES, [run_id]
+        claimed_sql, claim_params = sql.CLAIM_CANDIDATES, [selection.version_id or 0, run_id]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""

@@ -292,12 +292,22 @@ class Backfill:
             connection.close()
 
     def _write(self, embedded: list[EmbeddedClip], errors: dict[int, Failure]) -> None:
-        model, dims = self.options.selection.model, self.options.selection.dimensions
+        selection = self.options.selection
         if self.options.dry_run:
             written = {clip.id for clip in embedded}
         else:
-            written = write_embeddings(embedded, model=model, dimensions=dims, run_id=self.run_id)
-            record_failures({i: str(f) for i, f in errors.items()}, run_id=self.run_id)
+            written = write_embeddings(
+                embedded,
+                model=selection.model,
+                dimensions=selection.dimensions,
+                run_id=self.run_id,
+                version_id=selection.version_id,
+            )
+            # A clip's failure is kept on it for the served vectors; a build's failures are
+            # counted by its run, and the next pass of the build tries them again.
+            failures = {} if selection.version_id is not None else errors
+            record_failures({i: str(f) for i, f in failures.items()}, run_id=self.run_id)
+            release([i for i in errors if i not in failures], self.run_id)
         changed = [clip.id for clip in embedded if clip.id not in written]
         release(changed, self.run_id)
         with self._lock:

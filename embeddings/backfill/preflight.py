@@ -7,21 +7,19 @@ look at the database the run is about to use.
 from django.db import OperationalError, connection
 
 from embeddings.app_settings import EmbeddingSettings
-from embeddings.backfill import sql
 from embeddings.exceptions import ConfigurationError
-from embeddings.models import Clip
+from embeddings.models import embedding_column_type
 
 
 def vector_column_dimensions() -> int | None:
     """The size `clips.embedding` really has in the database (None: no such column yet)."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql.VECTOR_COLUMN_SIZE, [Clip._meta.db_table])
-        row = cursor.fetchone()
-    return row[0] if row else None
+    column = embedding_column_type()
+    return column[1] if column else None
 
 
 def preflight(config: EmbeddingSettings) -> None:
-    """Raise ConfigurationError unless the database answers and its column fits the settings."""
+    """Raise ConfigurationError unless the database answers and its column fits the served
+    version (`config` comes from `served_settings`)."""
     try:
         connection.ensure_connection()
     except OperationalError as err:
@@ -29,13 +27,20 @@ def preflight(config: EmbeddingSettings) -> None:
             f"cannot reach the database ({str(err).strip()}): check DATABASE_URL, "
             "or unset it to use the embedded PostgreSQL"
         ) from None
-    actual = vector_column_dimensions()
-    if actual is None:
+    column = embedding_column_type()
+    if column is None:
         raise ConfigurationError("table clips has no embedding column: run `manage.py migrate`")
-    if actual != config.dimensions:
+    storage, actual = column
+    if config.version_id is None:  # no version yet: the column is not of the settings' size
         raise ConfigurationError(
-            f"clips.embedding holds {actual}-dimensional vectors but EMBEDDING_DIMENSIONS="
-            f"{config.dimensions}: set EMBEDDING_DIMENSIONS={actual}, or run `manage.py "
-            f"resize_embeddings` to make the column vector({config.dimensions}) (it clears the "
-            "old vectors and rebuilds the index)"
+            f"clips.embedding holds {actual}-dimensional {storage} vectors but "
+            f"EMBEDDING_DIMENSIONS={config.dimensions}: set EMBEDDING_DIMENSIONS={actual}, or "
+            f"run `manage.py resize_embeddings --dimensions {config.dimensions}` (a switch: "
+            "search keeps answering while the new vectors are made)"
+        )
+    if config.source == "clips" and column != (config.storage, config.dimensions):
+        raise ConfigurationError(
+            f"clips.embedding is {storage}({actual}) but the served version is "
+            f"{config.storage}({config.dimensions}): run `manage.py switch_embeddings --status` "
+            "and re-run the switch it shows to finish it"
         )

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import Exists, OuterRef, QuerySet
 
+from embeddings.app_settings import EmbeddingSettings
 from embeddings.models import Clip, EmbeddingBatchClip
 
 
@@ -13,10 +14,12 @@ from embeddings.models import Clip, EmbeddingBatchClip
 class Selection:
     """`force` takes every live clip, `new_or_edited` only those live sync serves (no vector,
     or one of other text), else those lacking a current vector; the other fields narrow it
-    (command flags, scheduled runs, task ranges, admin)."""
+    (command flags, scheduled runs, task ranges, admin). With `version_id` the vectors are
+    that version's build rows (a switch, a large run), not `clips.embedding`."""
 
     model: str
     dimensions: int
+    version_id: int | None = None
     force: bool = False
     new_or_edited: bool = False
     created_after: datetime | None = None
@@ -24,17 +27,25 @@ class Selection:
     max_id: int | None = None
     ids: tuple[int, ...] | None = None
 
+    @classmethod
+    def of(cls, config: EmbeddingSettings, **narrowing) -> "Selection":
+        """The clips of the version `config` names, where that version keeps its vectors."""
+        version_id = config.version_id if config.source == "builds" else None
+        return cls(config.model, config.dimensions, version_id=version_id, **narrowing)
+
     def queryset(self) -> QuerySet:
         narrowed = self._narrowed()
         if self.force:
             return narrowed.live()
+        if self.version_id is not None:  # new or edited is all a build row lacks
+            return narrowed.live().unbuilt(self.version_id)
         if self.new_or_edited:
             return narrowed.awaiting_vector()
         return narrowed.pending(self.model, self.dimensions)
 
     def candidates(self, *, after_id: int, limit: int) -> QuerySet:
         """The ids of the next `limit` selected clips after `after_id`, in key order."""
-        if self.new_or_edited:
+        if self.new_or_edited and self.version_id is None:
             return self._narrowed().awaiting_vector_ids(after_id=after_id, limit=limit)
         return self.queryset().filter(id__gt=after_id).order_by("id").values("id")[:limit]
 

@@ -6,7 +6,7 @@ rendered to plain strings once, so Django cursors and raw psycopg cursors both t
 
 from psycopg import sql
 
-from embeddings.models import BackfillRun, Clip, EmbeddingClaim
+from embeddings.models import BackfillRun, Clip, ClipVector, EmbeddingClaim
 
 LOCK_NAMESPACE = 0x636C6970  # "clip": the first key of every run's advisory lock
 BATCH_LOCK_NAMESPACE = 0x62617463  # "batc": the Batch API's one ticker
@@ -14,6 +14,7 @@ BATCH_LOCK_NAMESPACE = 0x62617463  # "batc": the Batch API's one ticker
 CLIPS = sql.Identifier(Clip._meta.db_table)
 CLAIMS = sql.Identifier(EmbeddingClaim._meta.db_table)
 RUNS = sql.Identifier(BackfillRun._meta.db_table)
+BUILDS = sql.Identifier(ClipVector._meta.db_table)
 STAGING = sql.Identifier("embedding_writes")  # a temp table per session
 HNSW_INDEX_NAME = "clips_embedding_hnsw"
 
@@ -63,9 +64,9 @@ RELEASE_CLAIMS = _render(
 )
 # Candidates come in a CTE named `candidates`; a claim held by a dead run is taken over.
 CLAIM_CANDIDATES = _render(
-    """INSERT INTO {claims} (clip_id, run_id, claimed_at)
-    SELECT id, %s, now() FROM candidates
-    ON CONFLICT (clip_id) DO UPDATE
+    """INSERT INTO {claims} (clip_id, target, run_id, claimed_at)
+    SELECT id, %s, %s, now() FROM candidates
+    ON CONFLICT (clip_id, target) DO UPDATE
         SET run_id = EXCLUDED.run_id, claimed_at = EXCLUDED.claimed_at
         WHERE {claims}.run_id NOT IN ({live})
     RETURNING clip_id""",
@@ -110,24 +111,120 @@ RECORD_FAILURES = _render(
     clips=CLIPS,
 )
 
-VECTOR_COLUMN_SIZE = (
-    "SELECT atttypmod FROM pg_attribute "
-    "WHERE attrelid = to_regclass(%s) AND attname = 'embedding' AND NOT attisdropped"
-)
-INDEX_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
-DROP_HNSW_INDEX = _render("DROP INDEX IF EXISTS {index}", index=sql.Identifier(HNSW_INDEX_NAME))
-CLEAR_PROVENANCE = _render(
-    "UPDATE {clips} SET embedding_model = NULL, embedding_dimensions = NULL, "
-    "embedding_text_hash = NULL, embedding_generated_at = NULL "
-    "WHERE embedding_model IS NOT NULL OR embedding_text_hash IS NOT NULL",
+# A version being built: rows land beside the clips, never touching `clips` or its index;
+# only where the clip's text still hashes to what was embedded.
+WRITE_BUILD_FROM_STAGING = _render(
+    """INSERT INTO {builds} (version_id, clip_id, embedding, text_hash, generated_at)
+    SELECT %s, w.id, w.embedding, w.text_hash, now()
+    FROM {staging} w JOIN {clips} c ON c.id = w.id AND c.text_hash = w.text_hash
+    ON CONFLICT (version_id, clip_id) DO UPDATE SET
+        embedding = EXCLUDED.embedding,
+        text_hash = EXCLUDED.text_hash,
+        generated_at = EXCLUDED.generated_at
+    RETURNING clip_id""",
+    builds=BUILDS,
+    staging=STAGING,
     clips=CLIPS,
 )
+# The version's current vectors that clips already hold (a large run of the served version,
+# or a change of storage alone): one statement instead of API calls.
+SEED_BUILD_ROWS = _render(
+    """INSERT INTO {builds} (version_id, clip_id, embedding, text_hash, generated_at)
+    SELECT %s, id, embedding::vector, embedding_text_hash, embedding_generated_at FROM {clips}
+    WHERE NOT is_removed AND embedding IS NOT NULL AND embedding_model = %s
+      AND embedding_dimensions = %s AND embedding_text_hash = text_hash
+    ON CONFLICT (version_id, clip_id) DO NOTHING""",
+    builds=BUILDS,
+    clips=CLIPS,
+)
+DELETE_BUILD_ROWS = _render("DELETE FROM {builds} WHERE version_id = %s", builds=BUILDS)
+CLIP_ID_BOUNDS = _render(
+    "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM {clips}", clips=CLIPS
+)
+
+# No row: no such index; false: a CONCURRENTLY build of it died half-way.
+INDEX_STATE = "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)"
+HNSW_INDEX_NAME_OF_BUILD = "clip_vector_builds_{version}_hnsw"
+MAINTENANCE_SETTINGS = (
+    "SELECT set_config('maintenance_work_mem', %s, false),"
+    " set_config('max_parallel_maintenance_workers', %s, false)"
+)
 
 
-def resize_vector_column(dimensions: int) -> str:
-    """ALTER the column to `vector(dimensions)`, clearing it (old vectors cannot convert)."""
+def drop_index(name: str, *, concurrently: bool = False) -> str:
     return _render(
-        "ALTER TABLE {clips} ALTER COLUMN embedding TYPE vector({size}) USING NULL",
-        clips=CLIPS,
+        "DROP INDEX {how} IF EXISTS {index}",
+        how=sql.SQL("CONCURRENTLY" if concurrently else ""),
+        index=sql.Identifier(name),
+    )
+
+
+def _vector_type(storage: str, dimensions: int) -> sql.Composable:
+    return sql.SQL("{storage}({size})").format(
+        storage=sql.SQL({"vector": "vector", "halfvec": "halfvec"}[storage]),
         size=sql.Literal(int(dimensions)),
+    )
+
+
+def _opclass(storage: str) -> sql.Composable:
+    return sql.SQL({"vector": "vector_cosine_ops", "halfvec": "halfvec_cosine_ops"}[storage])
+
+
+def create_clips_hnsw_index(storage: str, *, concurrently: bool) -> str:
+    """The clips column's HNSW index for cosine distance, as the model names it."""
+    return _render(
+        "CREATE INDEX {how} {index} ON {clips} USING hnsw (embedding {ops})"
+        " WITH (m = 16, ef_construction = 64)",
+        how=sql.SQL("CONCURRENTLY" if concurrently else ""),
+        index=sql.Identifier(HNSW_INDEX_NAME),
+        clips=CLIPS,
+        ops=_opclass(storage),
+    )
+
+
+def create_build_hnsw_index(version_id: int, storage: str, dimensions: int) -> str:
+    """An HNSW index over one version's build rows: an expression (the untyped column cast to
+    the version's type) and a predicate, which searches of that version repeat."""
+    return _render(
+        "CREATE INDEX CONCURRENTLY {index} ON {builds} USING hnsw"
+        " ((embedding::{type}) {ops}) WITH (m = 16, ef_construction = 64)"
+        " WHERE version_id = {version}",
+        index=sql.Identifier(HNSW_INDEX_NAME_OF_BUILD.format(version=int(version_id))),
+        builds=BUILDS,
+        type=_vector_type(storage, dimensions),
+        ops=_opclass(storage),
+        version=sql.Literal(int(version_id)),
+    )
+
+
+def replace_vector_column(storage: str, dimensions: int) -> str:
+    """A new empty `clips.embedding` of the version's type: catalog-only (ALTER TYPE would
+    rewrite the table under an exclusive lock). Drops every index on the column with it."""
+    return _render(
+        "ALTER TABLE {clips} DROP COLUMN embedding, ADD COLUMN embedding {type}",
+        clips=CLIPS,
+        type=_vector_type(storage, dimensions),
+    )
+
+
+def copy_from_builds(storage: str, dimensions: int) -> str:
+    """A version's build rows into `clips` for ids in (%s, %s], where clips lacks that very row
+    (re-running copies nothing twice; a build row written since is copied again)."""
+    return _render(
+        """UPDATE {clips} c SET
+            embedding = b.embedding::{type},
+            embedding_model = %s,
+            embedding_dimensions = %s,
+            embedding_text_hash = b.text_hash,
+            embedding_generated_at = b.generated_at,
+            embedding_error = NULL,
+            embedding_attempts = 0,
+            embedding_failed_at = NULL
+        FROM {builds} b
+        WHERE b.version_id = %s AND b.clip_id = c.id AND c.id > %s AND c.id <= %s
+          AND (c.embedding IS NULL OR c.embedding_generated_at IS DISTINCT FROM b.generated_at
+               OR c.embedding_text_hash IS DISTINCT FROM b.text_hash)""",
+        clips=CLIPS,
+        builds=BUILDS,
+        type=_vector_type(storage, dimensions),
     )

@@ -45,9 +45,15 @@ def _raw_connection():
 
 
 def write_embeddings(
-    clips: Sequence[EmbeddedClip], *, model: str, dimensions: int, run_id: int | None
+    clips: Sequence[EmbeddedClip],
+    *,
+    model: str,
+    dimensions: int,
+    run_id: int | None,
+    version_id: int | None = None,
 ) -> set[int]:
-    """Store vectors and provenance, free the clips' claims; return the ids written."""
+    """Store vectors and provenance (in `clips`, or as build rows of `version_id`), free the
+    clips' claims; return the ids written."""
     if not clips:
         return set()
     with transaction.atomic():
@@ -58,7 +64,10 @@ def write_embeddings(
                 for clip in clips:
                     copy.write_row((clip.id, clip.vector, clip.text_hash))
             cur.execute(sql.ANALYZE_STAGING)
-            cur.execute(sql.WRITE_FROM_STAGING, (model, dimensions))
+            if version_id is None:
+                cur.execute(sql.WRITE_FROM_STAGING, (model, dimensions))
+            else:
+                cur.execute(sql.WRITE_BUILD_FROM_STAGING, (version_id,))
             written = {row[0] for row in cur.fetchall()}
             release([clip.id for clip in clips], run_id, cursor=cur)
     return written

@@ -59,7 +59,8 @@ def load_demo_clips(
     removed = 0
     with transaction.atomic(), connection.cursor() as cursor:
         if replace:
-            cursor.execute(sql.SQL("TRUNCATE {clips}").format(clips=CLIPS).as_string())
+            # Their build rows go with them (a switch's or a large run's vectors).
+            cursor.execute(sql.SQL("TRUNCATE {clips} CASCADE").format(clips=CLIPS).as_string())
         else:
             lock = sql.SQL("LOCK TABLE {clips} IN SHARE ROW EXCLUSIVE MODE").format(clips=CLIPS)
             cursor.execute(lock.as_string())

@@ -35,7 +35,7 @@ from django.contrib.postgres.search import (
     SearchVectorCombinable,
     SearchVectorField,
 )
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import (
     BooleanField,
     Case,
@@ -51,15 +51,15 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast
 
-from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings, embedding_settings
+from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings
 from embeddings.exceptions import InvalidSearch
 from embeddings.search.vector import (
     SEARCH_SETTINGS_SQL,
     _check_k,
-    embed_query,
+    query_vector,
     search_clips,
     search_queryset,
-    stored_vector,
+    served_search,
 )
 from embeddings.service.embedding_service import EmbeddingService
 
@@ -267,14 +267,12 @@ def find_clips(
     names and game as words."""
     if mode not in MODES:
         raise InvalidSearch(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    config = config or embedding_settings()
     if mode == "vector":
         return search_clips(
             queryset, text_or_clip, k, ef_search=ef_search, service=service, config=config
         )
     _check_k(k)
-    ef_search = config.search_ef if ef_search is None else ef_search
-    if not 1 <= ef_search <= MAX_EF_SEARCH:
+    if ef_search is not None and not 1 <= ef_search <= MAX_EF_SEARCH:
         raise InvalidSearch(
             f"ef_search (EMBEDDING_SEARCH_EF) must be between 1 and {MAX_EF_SEARCH}, "
             f"not {ef_search}"
@@ -283,23 +281,34 @@ def find_clips(
     if exclude_pk is None and (not text_or_clip or not text_or_clip.strip()):
         raise InvalidSearch("the query text is empty: say what to look for")
     query = TextQuery(text_or_clip if exclude_pk is None else _words_of(text_or_clip))
-    vector = None
-    if mode == "hybrid":
-        vector = _query_vector(queryset, text_or_clip, exclude_pk, config, service)
-        if len(vector) != config.dimensions:
+
+    def embed(version: EmbeddingSettings) -> np.ndarray | None:
+        if mode == "text":
+            return None
+        vector = query_vector(queryset, text_or_clip, exclude_pk, version, service)
+        if len(vector) != version.dimensions:
             raise InvalidSearch(
-                f"the query vector has {len(vector)} dimensions, the clips {config.dimensions}"
+                f"the query vector has {len(vector)} dimensions, the clips {version.dimensions}"
             )
-    db = queryset.db
-    with transaction.atomic(using=db):
+        return vector
+
+    def search(version: EmbeddingSettings, vector: np.ndarray | None) -> list:
+        ef = version.search_ef if ef_search is None else ef_search
+        if not 1 <= ef <= MAX_EF_SEARCH:
+            raise InvalidSearch(
+                f"ef_search (EMBEDDING_SEARCH_EF) must be between 1 and {MAX_EF_SEARCH}, not {ef}"
+            )
+        db = queryset.db
         with connections[db].cursor() as cursor:
             n = max(k, CANDIDATES)
-            cursor.execute(SEARCH_SETTINGS_SQL, [str(min(max(ef_search, n), MAX_EF_SEARCH))])
+            cursor.execute(SEARCH_SETTINGS_SQL, [str(min(max(ef, n), MAX_EF_SEARCH))])
         if vector is None:
             matched = text_queryset(queryset, query, k, exclude_pk=exclude_pk)
             return list(matched.annotate(distance=Value(None, output_field=FloatField())))
-        sql, params = hybrid_sql(queryset, vector, query, k, config=config, exclude_pk=exclude_pk)
+        sql, params = hybrid_sql(queryset, vector, query, k, config=version, exclude_pk=exclude_pk)
         return list(queryset.model._default_manager.db_manager(db).raw(sql, params))
+
+    return served_search(queryset, config, embed, search)
 
 
 def _words_of(clip: Model) -> str:
@@ -307,21 +316,3 @@ def _words_of(clip: Model) -> str:
     `Title:`, are in no clip's words, so every word would have to match)."""
     parts = (clip.title, clip.broadcaster_name, clip.creator_name, clip.game_name)
     return " ".join(part for part in parts if part)
-
-
-def _query_vector(
-    queryset: QuerySet,
-    text_or_clip: "str | Model",
-    exclude_pk: int | None,
-    config: EmbeddingSettings,
-    service: EmbeddingService | None,
-) -> np.ndarray:
-    """As `vector.search_clips` gets it: a clip's stored current vector, else the embedding
-    of its text (or of the query text), through the cached service."""
-    if exclude_pk is None:
-        return embed_query(text_or_clip, config, service)
-    vector = stored_vector(queryset, exclude_pk, config)
-    if vector is None:
-        texts = queryset.model.objects.with_text().values_list("text", flat=True)
-        vector = embed_query(texts.get(pk=exclude_pk) or "", config, service)
-    return vector

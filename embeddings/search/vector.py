@@ -10,16 +10,24 @@ so they are re-sorted here. Needs pgvector 0.8 or later (iterative scans).
 A clip without a current vector is never a match: any vector it holds describes other text.
 This module works on whatever Clip queryset it is given and never imports the models:
 `Clip.objects.similar_to` is a facade over `search_clips`.
+
+Which vectors: the served version's (`queryset.served_settings()`), read from the database at
+every search, so a process started with other settings follows a switch. The query is embedded
+by that version, then compared under a shared advisory lock that the switch's swaps take
+exclusively: if the served version changed in between, the query is embedded again. So a query
+is never embedded by one version and compared with the vectors of another.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from django.db import connections, transaction
 from django.db.models import Model, QuerySet, Subquery
 from pgvector.django import CosineDistance
 
-from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings, embedding_settings
+from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings
 from embeddings.exceptions import InvalidSearch, SearchError
 from embeddings.service.embedding_service import EmbeddingService
 from embeddings.service.factory import build_embedding_service
@@ -40,6 +48,36 @@ SEARCH_SETTINGS_SQL = (
 )
 
 
+# The served version changes only while this lock is held exclusively (`embeddings.backfill.
+# switch`); every search holds it shared from its version check to its last row.
+SERVING_LOCK = (0x73727665, 0)  # "srve"
+HOLD_SERVING_SHARED = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
+HOLD_SERVING_EXCLUSIVE = "SELECT pg_advisory_xact_lock(%s, %s)"
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+def served_search(
+    queryset: QuerySet,
+    config: EmbeddingSettings | None,
+    embed: Callable[[EmbeddingSettings], V],
+    search: Callable[[EmbeddingSettings, V], T],
+) -> T:
+    """`search(config, embed(config))` with the served version (or the `config` given), the
+    search inside a transaction in which that version stays served."""
+    while True:
+        version = config or queryset.served_settings()
+        query = embed(version)
+        with transaction.atomic(using=queryset.db):
+            with connections[queryset.db].cursor() as cursor:
+                cursor.execute(HOLD_SERVING_SHARED, SERVING_LOCK)
+            if config is None:
+                now = queryset.served_settings()
+                if (now.version_id, now.source) != (version.version_id, version.source):
+                    continue  # a swap came between embedding and comparing: embed again
+            return search(version, query)
+
+
 @dataclass(frozen=True)
 class SearchCoverage:
     """How much of the catalogue a search can find: live clips holding a current vector."""
@@ -57,9 +95,8 @@ class SearchCoverage:
 
 
 def search_coverage(queryset: QuerySet, config: EmbeddingSettings) -> SearchCoverage:
-    live = queryset.live()
     return SearchCoverage(
-        live=live.count(), searchable=live.current(config.model, config.dimensions).count()
+        live=queryset.live().count(), searchable=queryset.searchable(config).count()
     )
 
 
@@ -76,51 +113,74 @@ def search_clips(
     a clip (itself excluded). A clip's stored current vector is used as is; a clip without
     one, like a text, is embedded through `service` (built from settings, and closed, if None).
     """
-    config = config or embedding_settings()
     _check_k(k)
-    exclude_pk = None
-    if isinstance(text_or_clip, queryset.model):
-        exclude_pk = text_or_clip.pk
-        vector = stored_vector(queryset, exclude_pk, config)
-        if vector is None:
-            text = queryset.model.objects.with_text().values_list("text", flat=True)
-            vector = embed_query(text.get(pk=exclude_pk) or "", config, service)
-    else:
-        if not text_or_clip or not text_or_clip.strip():
-            raise InvalidSearch("the query text is empty: say what to look for")
-        vector = embed_query(text_or_clip, config, service)
-    return nearest_clips(
+    exclude_pk = text_or_clip.pk if isinstance(text_or_clip, queryset.model) else None
+    if exclude_pk is None and (not text_or_clip or not text_or_clip.strip()):
+        raise InvalidSearch("the query text is empty: say what to look for")
+
+    def search(version: EmbeddingSettings, vector: np.ndarray) -> list:
+        ef = version.search_ef if ef_search is None else ef_search
+        return nearest_clips(
+            queryset, vector, k, config=version, ef_search=ef, exclude_pk=exclude_pk
+        )
+
+    return served_search(
         queryset,
-        vector,
-        k,
-        config=config,
-        ef_search=config.search_ef if ef_search is None else ef_search,
-        exclude_pk=exclude_pk,
+        config,
+        lambda version: query_vector(queryset, text_or_clip, exclude_pk, version, service),
+        search,
     )
+
+
+def query_vector(
+    queryset: QuerySet,
+    text_or_clip: "str | Model",
+    exclude_pk: int | None,
+    config: EmbeddingSettings,
+    service: EmbeddingService | None,
+) -> np.ndarray:
+    """A clip's stored current vector, else the embedding of its text (or of the query text),
+    through the cached service."""
+    if exclude_pk is None:
+        return embed_query(text_or_clip, config, service)
+    vector = stored_vector(queryset, exclude_pk, config)
+    if vector is None:
+        texts = queryset.model.objects.with_text().values_list("text", flat=True)
+        vector = embed_query(texts.get(pk=exclude_pk) or "", config, service)
+    return vector
 
 
 def similar_clips(clip: Model, k: int = 10) -> list:
     """The clip's nearest neighbours for its admin page. Never calls the embedding API (a page
     view must not spend money or wait on it): a clip without a current vector gets []."""
-    config = embedding_settings()
-    clips = type(clip).objects
-    this = clips.filter(pk=clip.pk)
-    if not this.current(config.model, config.dimensions).exists():
-        return []
-    # The vector stays in PostgreSQL: a scalar subquery is evaluated once, and the index
-    # still answers `ORDER BY embedding <=> (SELECT ...)`.
-    vector = Subquery(this.values("embedding")[:1])
-    return nearest_clips(
-        clips.all(), vector, k, config=config, ef_search=config.search_ef, exclude_pk=clip.pk
-    )
+    clips = type(clip).objects.all()
+
+    def search(version: EmbeddingSettings, _: None) -> list:
+        this = clips.filter(pk=clip.pk).searchable(version)
+        if not this.exists():
+            return []
+        # The vector stays in PostgreSQL: a scalar subquery is evaluated once, and the index
+        # still answers `ORDER BY embedding <=> (SELECT ...)`.
+        vector = this.annotate(vector=clips.vector_expression(version)).values("vector")[:1]
+        return nearest_clips(
+            clips,
+            Subquery(vector),
+            k,
+            config=version,
+            ef_search=version.search_ef,
+            exclude_pk=clip.pk,
+        )
+
+    return served_search(clips, None, lambda version: None, search)
 
 
 def stored_vector(queryset: QuerySet, clip_id: int, config: EmbeddingSettings) -> np.ndarray | None:
-    """The clip's vector if it is current (made from its present text by this model)."""
+    """The clip's vector if it is current (made from its present text by this version)."""
     stored = (
         queryset.model.objects.filter(pk=clip_id)
-        .current(config.model, config.dimensions)
-        .values_list("embedding", flat=True)
+        .searchable(config)
+        .annotate(vector=queryset.vector_expression(config))
+        .values_list("vector", flat=True)
         .first()
     )
     return None if stored is None else np.asarray(stored, dtype=np.float32)
@@ -129,6 +189,8 @@ def stored_vector(queryset: QuerySet, clip_id: int, config: EmbeddingSettings) -
 def embed_query(
     text: str, config: EmbeddingSettings, service: EmbeddingService | None = None
 ) -> np.ndarray:
+    if service is not None and service.version != (config.model, config.dimensions):
+        service = None  # made for another version than the served one: never mix them
     own_service = service is None
     if own_service:
         service = build_embedding_service(config, concurrency=1)
@@ -153,12 +215,12 @@ def search_queryset(
 ) -> QuerySet:
     """The search SQL, lazy (for EXPLAIN): ORDER BY the distance alone, then LIMIT, which is
     what lets the planner walk the HNSW index. A second sort key would turn it off."""
-    queryset = queryset.live().current(config.model, config.dimensions)
+    queryset = queryset.searchable(config)
     if exclude_pk is not None:
         queryset = queryset.exclude(pk=exclude_pk)
     return (
         queryset.defer("embedding")
-        .annotate(distance=CosineDistance("embedding", vector))
+        .annotate(distance=CosineDistance(queryset.vector_expression(config), vector))
         .order_by("distance")[:k]
     )
 

@@ -72,8 +72,11 @@ class EmbeddingService:
         concurrency: int,
         max_retries: int,
         backoff_max: float = 30.0,
+        version: tuple[str, int] | None = None,
     ) -> None:
         self.provider = provider
+        # (model, dimensions) it embeds with: a search refuses a service of another version.
+        self.version = version
         self.cache = cache
         self.limiter = limiter
         self.limits = limits

@@ -63,6 +63,7 @@ def build_embedding_service(
         limits=limits,
         concurrency=concurrency or config.concurrency,
         max_retries=config.max_retries,
+        version=(config.model, config.dimensions),
     )
 
 

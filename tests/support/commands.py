@@ -9,10 +9,10 @@ from pathlib import Path
 
 from django.core.management import call_command
 
-from embeddings.app_settings import embedding_settings
 from embeddings.backfill.pipeline import BackfillOptions
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection
+from embeddings.models import served_settings
 from embeddings.service.factory import build_embedding_service
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, where manage.py is
@@ -27,9 +27,9 @@ def backfill(*args: str) -> str:
 
 def embed(ids: list[int]) -> None:
     """Embed clips through the pipeline, as any door would."""
-    config = embedding_settings()
+    config = served_settings()
     service = build_embedding_service(config)
-    selection = Selection(config.model, config.dimensions, force=True, ids=tuple(ids))
+    selection = Selection.of(config, force=True, ids=tuple(ids))
     try:
         execute_backfill(service, BackfillOptions(selection=selection), config, trigger="test")
     finally:
@@ -37,8 +37,13 @@ def embed(ids: list[int]) -> None:
 
 
 def start_backfill(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return start_command(env, "backfill_embeddings", *args)
+
+
+def start_command(env: dict[str, str], command: str, *args: str) -> subprocess.Popen:
+    """`manage.py COMMAND ARGS` as a real subprocess, stdout and stderr together."""
     return subprocess.Popen(
-        [sys.executable, "manage.py", "backfill_embeddings", *args],
+        [sys.executable, "manage.py", command, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -1,4 +1,20 @@
-"""The test database as seen from outside the test process."""
+"""The test database as seen from outside the test process, and the column it was migrated with."""
+
+
+def restore_migrated_column() -> None:
+    """A switch changes `clips.embedding` itself, which outlives a test's rows: put the
+    migrated vector(768) column and its indexes back if a test left another."""
+    from django.db import connection
+
+    from embeddings.backfill.index import build_hnsw_index
+    from embeddings.models import embedding_column_type
+
+    if embedding_column_type() != ("vector", 768):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "ALTER TABLE clips DROP COLUMN embedding, ADD COLUMN embedding vector(768)"
+            )
+        build_hnsw_index()
 
 
 def database_url_of_tests() -> str:

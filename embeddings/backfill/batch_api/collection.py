@@ -79,6 +79,13 @@ class Collector:
         self.leftover: dict[int, str] = {}
         self.rejected: dict[int, str] = {}
         self.processed = self.skipped = 0
+        # A switch may have made another version the served one while the batch was out:
+        # its answers then describe vectors nobody searches, so they are dropped and the
+        # clips, freed, are embedded for the served version like any other.
+        self.serves = config.source == "clips" and (batch.model, batch.dimensions) == (
+            config.model,
+            config.dimensions,
+        )
 
     def collect(self, progress: BackfillProgress) -> None:
         batch = self.batch
@@ -115,6 +122,11 @@ class Collector:
         progress.stats.tokens += answer.tokens
         progress.stats.requests += 1
         progress.stats.inputs += len(clips)
+        if not self.serves:
+            self.skipped += len(clips)
+            progress.skipped += len(clips)
+            progress.reasons.update([str(Failure.of(FailureKind.VERSION_CHANGED))] * len(clips))
+            return
         embedded = [
             EmbeddedClip(clip_id, self.held[clip_id], vector)
             for clip_id, vector in zip(clips, answer.vectors, strict=True)
@@ -148,7 +160,7 @@ class Collector:
     def _close(self, progress: BackfillProgress) -> None:
         """Resubmit or fail what is left, and close the batch: one transaction."""
         batch = self.batch
-        retry = batch.attempt <= self.config.max_retries
+        retry = batch.attempt <= self.config.max_retries and self.serves
         with transaction.atomic():
             locked = EmbeddingBatch.objects.select_for_update().get(pk=batch.pk)
             if locked.collected_at is not None:
@@ -165,7 +177,7 @@ class Collector:
                     tokens=max(share, len(again)),
                 )
                 batch.items.filter(clip_id__in=again).update(batch=follow)
-            gave_up = {} if retry else self._gave_up()
+            gave_up = self._gave_up() if self.serves and not retry else {}
             failures = {**gave_up, **self.rejected}
             record_failures(failures, run_id=None)
             batch.items.all().delete()

@@ -16,7 +16,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from embeddings.app_settings import MAX_CONCURRENCY, EmbeddingSettings, embedding_settings
+from embeddings.app_settings import MAX_CONCURRENCY, EmbeddingSettings
 from embeddings.backfill.batch_api.jobs import execute_batch_job
 from embeddings.backfill.batch_api.report import batch_lines
 from embeddings.backfill.estimate import estimate
@@ -26,6 +26,7 @@ from embeddings.backfill.progress_report import ProgressReporter, format_duratio
 from embeddings.backfill.runs import cost_usd, execute_backfill
 from embeddings.backfill.selection import Selection
 from embeddings.management.base import EmbeddingCommand
+from embeddings.models import served_settings
 from embeddings.service.factory import (
     build_batch_client,
     build_embedding_cache,
@@ -125,7 +126,7 @@ class Command(EmbeddingCommand):
         )
 
     def handle(self, *args, **opts) -> None:
-        config = embedding_settings()
+        config = served_settings()
         batch = opts["batch"]
         if not 1 <= batch <= MAX_BATCH:
             raise CommandError(f"--batch must be between 1 and {MAX_BATCH}", returncode=2)
@@ -140,9 +141,8 @@ class Command(EmbeddingCommand):
             self.stderr.write(self.style.WARNING("EMBEDDING_ENABLED is false; running anyway."))
         preflight(config)
 
-        selection = Selection(
-            model=config.model,
-            dimensions=config.dimensions,
+        selection = Selection.of(
+            config,
             force=opts["force"],
             created_after=opts["created_after"],
         )

@@ -11,10 +11,9 @@ import json
 
 from django.core.management.base import CommandError, CommandParser
 
-from embeddings.app_settings import embedding_settings
 from embeddings.backfill.preflight import preflight
 from embeddings.management.base import EmbeddingCommand
-from embeddings.models import Clip
+from embeddings.models import Clip, served_settings
 from embeddings.search.hybrid import MODES
 from embeddings.search.vector import MAX_K, SearchCoverage, search_coverage
 from embeddings.service.factory import build_embedding_service
@@ -57,7 +56,7 @@ class Command(EmbeddingCommand):
         if mode == "text":  # no vector involved: no key, no column size to check
             coverage, clips = None, Clip.objects.similar_to(opts["query"], k, mode=mode)
         else:
-            config = embedding_settings()
+            config = served_settings()
             preflight(config)
             service = build_embedding_service(config, concurrency=1)
             try:
