@@ -92,7 +92,10 @@ def _still_selected(
     needs a vector. A new statement sees that write.
     """
     ids = [clip.id for clip in clips]
-    selected = set(selection.queryset().filter(id__in=ids).values_list("id", flat=True))
+    # One array parameter: `id__in=ids` had Django prepare each of up to 2,048 ids (4% of
+    # a backfill's CPU samples).
+    claimed = RawSQL("SELECT unnest(%s::bigint[])", (ids,))
+    selected = set(selection.queryset().filter(id__in=claimed).values_list("id", flat=True))
     if len(selected) == len(ids):
         return clips
     release([i for i in ids if i not in selected], run_id)
