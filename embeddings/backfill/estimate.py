@@ -9,7 +9,7 @@ from django.db.models import Count, Func, IntegerField, Sum
 from embeddings.app_settings import EmbeddingSettings
 from embeddings.backfill.runs import cost_usd
 from embeddings.clip_text import clip_text_expression
-from embeddings.providers.openai_batch import MAX_BATCH_INPUTS
+from embeddings.providers.batch_shapes import MAX_BATCH_INPUTS
 from embeddings.providers.tokens import BYTES_PER_TOKEN
 
 

@@ -9,7 +9,10 @@ collector killed before it re-collects the whole batch (rewriting the same vecto
 resubmits twice.
 """
 
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,14 +23,12 @@ from embeddings.backfill.pipeline import CHANGED, BackfillProgress
 from embeddings.backfill.writer import EmbeddedClip, record_failures, write_embeddings
 from embeddings.exceptions import Failure, FailureKind, InputRejected
 from embeddings.models import Clip, EmbeddingBatch
-from embeddings.providers.openai_batch import (
-    FINISHED_STATUSES,
-    OPEN_STATUSES,
-    LineAnswer,
-    OpenAIBatchClient,
-)
+from embeddings.providers.batch_shapes import FINISHED_STATUSES, OPEN_STATUSES, LineAnswer
 from embeddings.providers.tokens import truncate_to_tokens
 from embeddings.service.cache import EmbeddingCache
+
+if TYPE_CHECKING:  # the client pulls in openai: see providers/batch_shapes.py
+    from embeddings.providers.openai_batch import OpenAIBatchClient
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,13 @@ ticking connection, so a process killed mid-tick frees it at once); another find
 and leaves the work to the holder.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.db import connection
 
@@ -24,8 +27,10 @@ from embeddings.backfill.runs import RunRecorder, jsonable_options, settle_dead_
 from embeddings.backfill.sql import BATCH_TICK_LOCK, BATCH_TICK_UNLOCK
 from embeddings.exceptions import EmbeddingError, RetryableError, RunAborted
 from embeddings.models import BackfillRun, EmbeddingBatch
-from embeddings.providers.openai_batch import OpenAIBatchClient
 from embeddings.service.cache import EmbeddingCache
+
+if TYPE_CHECKING:  # the client pulls in openai: see providers/batch_shapes.py
+    from embeddings.providers.openai_batch import OpenAIBatchClient
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from embeddings.app_settings import EmbeddingSettings
 from embeddings.backfill.claims import ClaimedClip, claim_next, release
 from embeddings.backfill.selection import Selection
 from embeddings.models import EmbeddingBatch, EmbeddingBatchClip
-from embeddings.providers.openai_batch import MAX_BATCH_INPUTS, MAX_FILE_BYTES
+from embeddings.providers.batch_shapes import MAX_BATCH_INPUTS, MAX_FILE_BYTES
 from embeddings.providers.tokens import estimate_tokens
 
 CLAIM_WINDOW = 10_000

@@ -7,8 +7,11 @@ since they were queued is sent, not the old text); answers the cache holds are w
 once and never sent.
 """
 
+from __future__ import annotations
+
 import logging
 from bisect import bisect_left, bisect_right
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Sum
@@ -19,10 +22,13 @@ from embeddings.backfill.pipeline import BackfillProgress
 from embeddings.backfill.writer import EmbeddedClip, record_failures, write_embeddings
 from embeddings.exceptions import Failure, FailureKind
 from embeddings.models import Clip, EmbeddingBatch
-from embeddings.providers.openai_batch import OPEN_STATUSES, OpenAIBatchClient, RemoteBatch
+from embeddings.providers.batch_shapes import OPEN_STATUSES, RemoteBatch
 from embeddings.providers.tokens import estimate_tokens, truncate_to_tokens
 from embeddings.service.cache import EmbeddingCache
 from embeddings.service.packing import pack_requests
+
+if TYPE_CHECKING:  # the client pulls in openai: see providers/batch_shapes.py
+    from embeddings.providers.openai_batch import OpenAIBatchClient
 
 logger = logging.getLogger(__name__)
 
