@@ -129,6 +129,7 @@ def no_hnsw_index():
     build_hnsw_index()
 
 
+@pytest.mark.timeout(900)  # 60,000 vectors checked one by one; slow on a busy machine
 def test_sixty_thousand_clips_in_two_batches_survive_a_killed_collector(
     command_env, openai_server, no_hnsw_index
 ):
