@@ -198,9 +198,8 @@ class Command(EmbeddingCommand):
                     on_progress=reporter.update,
                 )
             except DatabaseError as err:
-                raise CommandError(
-                    f"database error: {err}. Nothing wrong was written; run again to continue.",
-                    returncode=1,
+                raise _database_error(
+                    err, "Nothing wrong was written; run again to continue."
                 ) from None
             finally:
                 reporter.close()
@@ -237,9 +236,8 @@ class Command(EmbeddingCommand):
                     on_progress=reporter.update,
                 )
             except DatabaseError as err:
-                raise CommandError(
-                    f"database error: {err}. What was submitted is recorded; run again to go on.",
-                    returncode=1,
+                raise _database_error(
+                    err, "What was submitted is recorded; run again to go on."
                 ) from None
             finally:
                 reporter.close()
@@ -347,3 +345,8 @@ class Command(EmbeddingCommand):
             + f" (half price) in {found.batches} batches, within 24 h; {found.tokens} tokens "
             f"{fits} (EMBEDDING_BATCH_QUEUE_TOKENS={config.batch_queue_tokens})"
         )
+
+
+def _database_error(err: DatabaseError, what_now: str) -> CommandError:
+    """A lost database connection as the command's exit 1, saying what is safe."""
+    return CommandError(f"database error: {err}. {what_now}", returncode=1)
