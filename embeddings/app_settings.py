@@ -90,6 +90,9 @@ SETTINGS = {
     "batch_queue_tokens": Setting("EMBEDDING_BATCH_QUEUE_TOKENS", 3_000_000, int),
     "batch_poll_seconds": Setting("EMBEDDING_BATCH_POLL_SECONDS", 30.0, float),
     "batch_poll_minutes": Setting("EMBEDDING_BATCH_POLL_MINUTES", 10, int),
+    # A run writing at least this many clips (and a fifth of the table) skips per-row HNSW
+    # index maintenance: see `embeddings.backfill.write_mode`.
+    "bulk_min_clips": Setting("EMBEDDING_BULK_MIN_CLIPS", 5000, int),
 }
 # The local provider's model makes 384-dimensional vectors: other defaults would never work.
 LOCAL_DEFAULTS = {"model": LOCAL_MODEL, "dimensions": LOCAL_DIMENSIONS}
@@ -126,6 +129,7 @@ class EmbeddingSettings:
     batch_queue_tokens: int
     batch_poll_seconds: float
     batch_poll_minutes: int
+    bulk_min_clips: int
     # Which stored version these settings describe (`embeddings.models.served_settings` fills
     # them from the database; None: the settings alone, no version row yet), and where its
     # vectors are: "clips" (clips.embedding) or "builds" (its rows of clip_vector_builds).
@@ -241,6 +245,7 @@ def problems(config: EmbeddingSettings) -> list[str]:
         ("batch_queue_tokens", 1, None),
         ("batch_poll_seconds", 0.01, None),
         ("batch_poll_minutes", 1, None),
+        ("bulk_min_clips", 1, None),
     ]
     for field, low, high in checks:
         found += _range(names[field], getattr(config, field), low, high)

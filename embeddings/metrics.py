@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from embeddings.app_settings import embedding_settings
-from embeddings.backfill.runs import settle_dead_runs
+from embeddings.backfill.claims import settle_dead_runs
 from embeddings.coverage import coverage_counts
 from embeddings.models import BackfillRun, served_settings
 

@@ -8,8 +8,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from embeddings.admin.coverage_chart import coverage_chart
+from embeddings.backfill.claims import settle_dead_runs
 from embeddings.backfill.estimate import estimate
-from embeddings.backfill.runs import settle_dead_runs
 from embeddings.backfill.selection import Selection
 from embeddings.backfill.switch import unfinished_version
 from embeddings.coverage import coverage_report

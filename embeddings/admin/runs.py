@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from embeddings.backfill.runs import settle_dead_runs
+from embeddings.backfill.claims import settle_dead_runs
 from embeddings.models import BackfillRun
 
 

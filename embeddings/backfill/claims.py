@@ -15,6 +15,15 @@ from embeddings.backfill import sql
 from embeddings.backfill.selection import Selection
 from embeddings.models import Clip
 
+DIED = "the process running it died (killed, or its machine lost): counts are as last saved"
+
+
+def settle_dead_runs() -> int:
+    """Mark `running` runs whose lease is gone as interrupted; return how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SETTLE_DEAD_RUNS, [DIED])
+        return cursor.rowcount
+
 
 @dataclass(frozen=True, order=True)
 class ClaimedClip:

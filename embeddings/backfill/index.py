@@ -29,8 +29,11 @@ def hnsw_index_exists() -> bool:
 
 
 def drop_hnsw_index() -> None:
+    """CONCURRENTLY (outside a transaction): waits for the searches using it instead of
+    queueing new ones behind it."""
+    how = not connection.in_atomic_block
     with connection.cursor() as cursor:
-        cursor.execute(sql.drop_index(sql.HNSW_INDEX_NAME))
+        cursor.execute(sql.drop_index(sql.HNSW_INDEX_NAME, concurrently=how))
 
 
 def _build(name: str, create: str, maintenance_work_mem: str) -> None:

@@ -11,20 +11,18 @@ from collections.abc import Callable
 from dataclasses import asdict
 from decimal import Decimal
 
-from django.db import connection
 from django.utils import timezone
 
 from embeddings.app_settings import EmbeddingSettings
-from embeddings.backfill import sql
 from embeddings.backfill.allocator import keep_memory_flat
-from embeddings.backfill.claims import RunLease
+from embeddings.backfill.claims import RunLease, settle_dead_runs
 from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
 from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
+from embeddings.backfill.write_mode import WriteMode
 from embeddings.models import BackfillRun
 from embeddings.service.embedding_service import EmbeddingService
 
 SAVE_EVERY_SECONDS = 2.0
-DIED = "the process running it died (killed, or its machine lost): counts are as last saved"
 
 
 def cost_usd(tokens: int, config: EmbeddingSettings, *, batch: bool = False) -> Decimal | None:
@@ -33,13 +31,6 @@ def cost_usd(tokens: int, config: EmbeddingSettings, *, batch: bool = False) -> 
     if price is None:
         return None
     return (Decimal(tokens) * Decimal(str(price)) / Decimal(1_000_000)).quantize(Decimal("1e-6"))
-
-
-def settle_dead_runs() -> int:
-    """Mark `running` runs whose lease is gone as interrupted; return how many."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql.SETTLE_DEAD_RUNS, [DIED])
-        return cursor.rowcount
 
 
 class RunRecorder:
@@ -115,12 +106,14 @@ def execute_backfill(
     config: EmbeddingSettings,
     *,
     trigger: str,
-    rebuild_index: bool = False,
+    index_mode: WriteMode = WriteMode.LIVE,
     on_start: Callable[[Backfill], None] | None = None,
     on_progress: Callable[[BackfillProgress], None] | None = None,
     on_poll: Callable[[], None] | None = None,
 ) -> tuple[BackfillProgress, BackfillRun | None]:
-    """Run the pipeline once; record it as a BackfillRun unless it is a dry run."""
+    """Run the pipeline once; record it as a BackfillRun unless it is a dry run. `index_mode`
+    (see `write_mode`): rebuild drops the clips index for the run and builds it once after,
+    whatever happens; bulk only records that this run is a pass of a large rewrite."""
     keep_memory_flat()
     run = lease = recorder = None
     if not options.dry_run:
@@ -132,7 +125,7 @@ def execute_backfill(
             options=jsonable_options(options),
             model=config.model,
             dimensions=config.dimensions,
-            index_mode="rebuild" if rebuild_index else "live",
+            index_mode=index_mode,
             updated_at=timezone.now(),
         )
         recorder = RunRecorder(run, config)
@@ -150,15 +143,16 @@ def execute_backfill(
         on_progress=progressed,
         on_poll=on_poll,
     )
+    rebuild = index_mode == WriteMode.REBUILD and run is not None
     try:
         if on_start:
             on_start(backfill)
-        if rebuild_index and run:
+        if rebuild:
             drop_hnsw_index()
         progress = backfill.run()
     finally:
-        if rebuild_index and run:
-            build_hnsw_index()
+        if rebuild:
+            build_hnsw_index(concurrently=True)
         if lease:
             lease.close()
     if recorder:

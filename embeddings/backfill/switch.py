@@ -29,9 +29,10 @@ from django.utils import timezone
 from embeddings.app_settings import EmbeddingSettings, embedding_settings
 from embeddings.backfill import sql
 from embeddings.backfill.index import build_hnsw_index, build_rows_index, drop_build_rows_index
-from embeddings.backfill.pipeline import BackfillOptions, BackfillProgress
+from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection
+from embeddings.backfill.write_mode import WriteMode
 from embeddings.exceptions import ConfigurationError, RunAborted
 from embeddings.models import Clip, ClipVector, EmbeddingVersion, served_version
 from embeddings.search.vector import HOLD_SERVING_EXCLUSIVE, SERVING_LOCK
@@ -54,6 +55,7 @@ class SwitchOptions:
     force: bool = False  # re-embed every live clip (no vector copied from clips)
     trigger: str = "switch"
     on_step: Callable[[str], None] = lambda step: None
+    on_start: Callable[[Backfill], None] | None = None  # each pass's pipeline (to stop it)
     on_progress: Callable[[BackfillProgress], None] | None = None
 
 
@@ -137,13 +139,14 @@ def begin_switch(model: str, dimensions: int, storage: str) -> EmbeddingVersion 
     return version
 
 
-def begin_rewrite() -> EmbeddingVersion:
-    """The served version, about to be rewritten through its build rows (a large run)."""
+def rewrite_served(options: SwitchOptions) -> SwitchResult:
+    """A large run of the served version (`write_mode`'s bulk): its vectors are rewritten
+    through build rows, as a switch builds another version's, and resumed where one stopped."""
     served = served_version()
     if served.phase == Phase.DONE:
         served.phase = Phase.FILLING
         served.save(update_fields=["phase", "updated_at"])
-    return served
+    return Switch(served, options).run()
 
 
 class Switch:
@@ -174,7 +177,7 @@ class Switch:
             step()
             self.result.steps.append((step.__name__.strip("_"), time.monotonic() - started))
         # Clips saved between the last pass and the swap, if no live sync took them.
-        self._pass(Selection(self.version.model, self.version.dimensions))
+        self._pass(Selection(self.version.model, self.version.dimensions), WriteMode.LIVE)
         return self.result
 
     def _advance(self, phase: str, **fields) -> None:
@@ -188,21 +191,19 @@ class Switch:
         if not self.options.force:
             with connection.cursor() as cursor:
                 cursor.execute(sql.SEED_BUILD_ROWS, [version.pk, version.model, version.dimensions])
-        self._passes()
+        self._passes(force=self.options.force)
         build_rows_index(version.pk, version.storage, version.dimensions)
-        self._passes()  # clips created or edited while the index was built
+        self._passes(force=False)  # clips created or edited while the index was built
         self._advance(Phase.INDEXED)
 
-    def _passes(self) -> None:
-        """Embed what lacks a build row until nothing does (or MAX_PASSES)."""
+    def _passes(self, *, force: bool) -> None:
+        """Embed what lacks a build row until nothing does (or MAX_PASSES); `force`: every
+        live clip once first."""
         selection = Selection(
-            self.version.model,
-            self.version.dimensions,
-            version_id=self.version.pk,
-            force=self.options.force,
+            self.version.model, self.version.dimensions, version_id=self.version.pk, force=force
         )
         for _ in range(MAX_PASSES):
-            progress = self._pass(selection)
+            progress = self._pass(selection, WriteMode.BULK)
             if progress.fatal is not None:
                 raise progress.fatal
             if progress.exit_code:
@@ -217,7 +218,7 @@ class Switch:
                 self.version.model, self.version.dimensions, version_id=self.version.pk
             )
 
-    def _pass(self, selection: Selection) -> BackfillProgress:
+    def _pass(self, selection: Selection, index_mode: WriteMode) -> BackfillProgress:
         config = self.config
         service = build_embedding_service(config, concurrency=self.options.concurrency)
         try:
@@ -227,6 +228,8 @@ class Switch:
                 options,
                 config,
                 trigger=self.options.trigger,
+                index_mode=index_mode,
+                on_start=self.options.on_start,
                 on_progress=self.options.on_progress,
             )
         finally:
@@ -241,7 +244,8 @@ class Switch:
             EmbeddingVersion.objects.filter(state=State.SERVED).exclude(pk=self.version.pk).update(
                 state=State.RETIRED, phase=Phase.DONE
             )
-            self._advance(Phase.SWAPPED, state=State.SERVED, served_at=timezone.now())
+            served_at = self.version.served_at if self.version.state == State.SERVED else None
+            self._advance(Phase.SWAPPED, state=State.SERVED, served_at=served_at or timezone.now())
 
     def _replace_column(self) -> None:
         """An empty column of the version's type; brief, but it needs `clips` to itself, so it

@@ -21,9 +21,9 @@ from embeddings.app_settings import EmbeddingSettings
 from embeddings.backfill.batch_api.collection import Collector, collectable, refresh_open
 from embeddings.backfill.batch_api.queueing import queue_selection
 from embeddings.backfill.batch_api.submission import submit_ready
-from embeddings.backfill.claims import RunLease
+from embeddings.backfill.claims import RunLease, settle_dead_runs
 from embeddings.backfill.pipeline import BackfillOptions, BackfillProgress
-from embeddings.backfill.runs import RunRecorder, jsonable_options, settle_dead_runs
+from embeddings.backfill.runs import RunRecorder, jsonable_options
 from embeddings.backfill.sql import BATCH_TICK_LOCK, BATCH_TICK_UNLOCK
 from embeddings.exceptions import EmbeddingError, RetryableError, RunAborted
 from embeddings.models import BackfillRun, EmbeddingBatch

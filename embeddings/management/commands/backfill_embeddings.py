@@ -25,8 +25,10 @@ from embeddings.backfill.preflight import preflight
 from embeddings.backfill.progress_report import ProgressReporter, format_duration, summary_lines
 from embeddings.backfill.runs import cost_usd, execute_backfill
 from embeddings.backfill.selection import Selection
+from embeddings.backfill.switch import SwitchOptions, rewrite_served
+from embeddings.backfill.write_mode import WriteMode, choose_write_mode
 from embeddings.management.base import EmbeddingCommand
-from embeddings.models import served_settings
+from embeddings.models import BackfillRun, served_settings
 from embeddings.service.factory import (
     build_batch_client,
     build_embedding_cache,
@@ -161,6 +163,7 @@ class Command(EmbeddingCommand):
             self._enqueue(selection, opts)
             return
 
+        plan = choose_write_mode(options, config, rebuild_index=opts["rebuild_index"])
         service = build_embedding_service(config, concurrency=concurrency)
         quiet = opts["json"] or opts["verbosity"] == 0
         if not quiet:
@@ -169,7 +172,7 @@ class Command(EmbeddingCommand):
                 f"Configuration: batch={batch} force={str(opts['force']).lower()} "
                 f"dry-run={str(opts['dry_run']).lower()} model={config.model} "
                 f"dimensions={config.dimensions} concurrency={service.concurrency} "
-                f"index={'rebuild' if opts['rebuild_index'] else 'live'}"
+                f"index={plan.mode} ({plan.why})"
             )
             self.stdout.write(
                 f"Provider: {service.provider.describe()}; rate limiter: "
@@ -188,15 +191,19 @@ class Command(EmbeddingCommand):
         # SIGINT/SIGTERM finish the batches in flight.
         with _stop_on_signals(lambda: [backfill.stop() for backfill in started]):
             try:
-                progress, run = execute_backfill(
-                    service,
-                    options,
-                    config,
-                    trigger="command",
-                    rebuild_index=opts["rebuild_index"],
-                    on_start=on_start,
-                    on_progress=reporter.update,
-                )
+                if plan.mode == WriteMode.BULK:
+                    service.close()  # each pass of the rewrite makes its own
+                    progress, run = self._bulk(opts, concurrency, on_start, reporter, quiet)
+                else:
+                    progress, run = execute_backfill(
+                        service,
+                        options,
+                        config,
+                        trigger="command",
+                        index_mode=plan.mode,
+                        on_start=on_start,
+                        on_progress=reporter.update,
+                    )
             except DatabaseError as err:
                 raise _database_error(
                     err, "Nothing wrong was written; run again to continue."
@@ -204,9 +211,36 @@ class Command(EmbeddingCommand):
             finally:
                 reporter.close()
                 service.close()
-        self._summary(progress, config, run.pk if run else None, opts)
+        self._summary(progress, config, run.pk if run else None, opts, index_mode=plan.mode)
         if progress.exit_code:
             raise CommandError(self._failure_message(progress), returncode=progress.exit_code)
+
+    def _bulk(
+        self,
+        opts: dict,
+        concurrency: int,
+        on_start: Callable[[Backfill], None],
+        reporter: ProgressReporter,
+        quiet: bool,
+    ) -> tuple[BackfillProgress, BackfillRun | None]:
+        """The served version rewritten through build rows: search keeps its index."""
+
+        def on_step(phase: str) -> None:
+            if not quiet:
+                self.stdout.write(f"Step: {phase}")
+
+        options = SwitchOptions(
+            batch_size=opts["batch"],
+            concurrency=concurrency,
+            force=opts["force"],
+            trigger="command",
+            on_step=on_step,
+            on_start=on_start,
+            on_progress=reporter.update,
+        )
+        result = rewrite_served(options)
+        last = BackfillRun.objects.filter(trigger="command").order_by("-started_at").first()
+        return result.progress, last
 
     def _batch_api(self, options: BackfillOptions, config: EmbeddingSettings, opts: dict) -> None:
         clash = [flag for flag in ("dry_run", "enqueue", "rebuild_index") if opts[flag]]
@@ -244,7 +278,7 @@ class Command(EmbeddingCommand):
         if not quiet:
             for line in batch_lines(run):
                 self.stdout.write(line)
-        self._summary(progress, config, run.pk, opts, batch=True)
+        self._summary(progress, config, run.pk, opts, index_mode=WriteMode.LIVE, batch=True)
         if progress.exit_code:
             raise CommandError(self._failure_message(progress), returncode=progress.exit_code)
 
@@ -273,6 +307,7 @@ class Command(EmbeddingCommand):
         run_id,
         opts,
         *,
+        index_mode: str,
         batch: bool = False,
     ) -> None:
         cost = cost_usd(progress.stats.tokens, config, batch=batch)
@@ -289,6 +324,7 @@ class Command(EmbeddingCommand):
                 "error": str(progress.fatal) if progress.fatal else None,
                 "cost_usd": float(cost) if cost is not None else None,
                 "failure_reasons": dict(progress.reasons),
+                "index_mode": index_mode,
                 **progress.stats.as_dict(),
             }
             self.stdout.write(json.dumps(data, indent=2))
