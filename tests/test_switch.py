@@ -5,7 +5,6 @@ back costs no API call; a 3,072-dimension version is stored and indexed as halfv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
@@ -14,7 +13,14 @@ from embeddings.models import Clip, EmbeddingVersion, embedding_column_type
 from embeddings.search.vector import SEARCH_SETTINGS_SQL
 from tests.support.assertions import assert_every_live_clip_right
 from tests.support.clips import make_clips
-from tests.support.commands import ROOT, finish, start_backfill, start_command
+from tests.support.commands import (
+    ROOT,
+    finish,
+    start_backfill,
+    start_command,
+    start_searcher,
+    stop_searcher,
+)
 from tests.support.database import restore_migrated_column
 from tests.support.waiting import wait_for
 
@@ -29,32 +35,6 @@ def clips_column_back_as_migrated():
 
 def start_switch(env: dict[str, str], *args: str) -> subprocess.Popen:
     return start_command(env, "switch_embeddings", *args)
-
-
-def start_searcher(env: dict[str, str], ids: list[int], tmp_path: Path) -> subprocess.Popen:
-    ready = tmp_path / "ready"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.searcher",
-            "--ids",
-            ",".join(map(str, ids)),
-            "--every",
-            "0.3",
-            "--stop-file",
-            str(tmp_path / "stop"),
-            "--ready-file",
-            str(ready),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for(ready.exists, 60)
-    return process
 
 
 def building() -> bool:
@@ -110,9 +90,7 @@ def test_a_web_server_started_before_a_switch_answers_right_through_it_and_back(
         assert openai_server.stats.requests == requests  # every vector came from the cache
         assert_every_live_clip_right(old_model, dimensions=768)
     finally:
-        (tmp_path / "stop").touch()
-        out, _ = searcher.communicate(timeout=60)
-    report = json.loads(out.strip().splitlines()[-1])
+        report = stop_searcher(searcher, tmp_path)
     assert report["wrong"] == [], report["wrong"][:5]
     assert report["searches"] >= 10, report
 

@@ -2,6 +2,7 @@
 `manage.py` subprocess (`start_backfill`, `finish`), which is what a user runs."""
 
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection
 from embeddings.models import served_settings
 from embeddings.service.factory import build_embedding_service
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, where manage.py is
 
@@ -64,3 +66,38 @@ def kill_hard(process: subprocess.Popen) -> None:
     process.kill()
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
+
+
+def start_searcher(env: dict[str, str], ids: list[int], tmp_path: Path) -> subprocess.Popen:
+    """`tests.support.searcher` on these clips, as a web server started now; it reports when
+    `tmp_path / "stop"` appears."""
+    ready = tmp_path / "ready"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.searcher",
+            "--ids",
+            ",".join(map(str, ids)),
+            "--every",
+            "0.3",
+            "--stop-file",
+            str(tmp_path / "stop"),
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(ready.exists, 60)
+    return process
+
+
+def stop_searcher(process: subprocess.Popen, tmp_path: Path) -> dict:
+    """Stop a `start_searcher` process; its report (searches made, inconsistent answers)."""
+    (tmp_path / "stop").touch()
+    out, _ = process.communicate(timeout=60)
+    return json.loads(out.strip().splitlines()[-1])

@@ -1,0 +1,145 @@
+"""The backfill picks how to write from the size of its work (`write_mode`): through the index,
+around one index build, or through build rows with search on its index throughout; it ends
+with a valid index, and a run killed part-way leaves the next one to finish the job."""
+
+import json
+
+import pytest
+from django.db.models import Value
+from django.db.models.functions import Concat
+
+from embeddings.backfill.index import index_state
+from embeddings.backfill.sql import HNSW_INDEX_NAME
+from embeddings.models import BackfillRun, Clip, ClipVector, EmbeddingVersion, embedding_column_type
+from tests.support.assertions import assert_every_live_clip_right
+from tests.support.clips import make_clips
+from tests.support.commands import (
+    finish,
+    kill_hard,
+    start_backfill,
+    start_searcher,
+    stop_searcher,
+)
+from tests.support.database import restore_migrated_column
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BULK_MIN = 50
+
+
+@pytest.fixture
+def env(command_env: dict[str, str]) -> dict[str, str]:
+    return {**command_env, "EMBEDDING_BULK_MIN_CLIPS": str(BULK_MIN)}
+
+
+@pytest.fixture(autouse=True)
+def clips_column_back_as_migrated():
+    yield
+    restore_migrated_column()
+
+
+def run_json(env: dict[str, str], *args: str) -> dict:
+    code, output = finish(start_backfill(env, "--json", *args), timeout=240)
+    assert code == 0, output
+    return json.loads(output[output.index("{") :])
+
+
+def edit_titles(clips: list[Clip]) -> None:
+    Clip.objects.filter(pk__in=[c.pk for c in clips]).update(
+        title=Concat(Value("Edited "), "title")
+    )
+
+
+def test_the_mode_follows_the_work_and_every_mode_ends_with_a_valid_index(env):
+    make_clips(200, removed_every=20)
+
+    first = run_json(env)  # a first fill: nothing indexed to keep serving
+    assert first["index_mode"] == "rebuild"
+    assert first["processed"] == 190
+    assert index_state(HNSW_INDEX_NAME) is True
+
+    Clip.objects.bulk_create(
+        Clip(twitch_clip_id=f"late-{n}", title=f"Late clip {n}", broadcaster_name="b")
+        for n in range(BULK_MIN - 1)
+    )
+    small = run_json(env)  # fewer than EMBEDDING_BULK_MIN_CLIPS
+    assert small["index_mode"] == "live"
+    assert small["processed"] == BULK_MIN - 1
+
+    assert index_state(HNSW_INDEX_NAME) is True
+    assert list(BackfillRun.objects.order_by("pk").values_list("index_mode", flat=True)) == [
+        "rebuild",
+        "live",
+    ]
+    assert_every_live_clip_right(env["EMBEDDING_MODEL"])
+
+
+def test_a_large_rewrite_of_an_indexed_table_keeps_search_answering_from_an_index(
+    env, openai_server, tmp_path
+):
+    clips = [c for c in make_clips(240, removed_every=30) if not c.is_removed]
+    assert run_json(env)["index_mode"] == "rebuild"
+    edited, kept = clips[:120], clips[120:]
+    edit_titles(edited)  # half the table stale: a large run, with 112 vectors still served
+    searcher = start_searcher(env, [c.pk for c in kept][:30], tmp_path)
+    try:
+        openai_server.update_faults(latency_ms=300)  # long enough for many searches meanwhile
+        rewrite = run_json({**env, "EMBEDDING_MAX_INPUTS_PER_REQUEST": "20"})
+    finally:
+        report = stop_searcher(searcher, tmp_path)
+
+    assert rewrite["index_mode"] == "bulk"
+    assert rewrite["processed"] == len(edited)  # each once: no pass re-embeds what it wrote
+    assert report["wrong"] == [], report["wrong"][:5]
+    assert report["searches"] >= 5, report
+    assert embedding_column_type() == ("vector", 768)
+    assert index_state(HNSW_INDEX_NAME) is True
+    assert not ClipVector.objects.exists()
+    assert EmbeddingVersion.objects.get().phase == EmbeddingVersion.Phase.DONE
+    assert "bulk" in BackfillRun.objects.values_list("index_mode", flat=True)
+    assert_every_live_clip_right(env["EMBEDDING_MODEL"])
+
+
+def killed_while(env: dict[str, str], openai_server, written, *args: str) -> None:
+    """Start a slow run and SIGKILL it once `written()` holds."""
+    openai_server.update_faults(latency_ms=400)
+    run = start_backfill({**env, "EMBEDDING_MAX_INPUTS_PER_REQUEST": "20"}, *args)
+    try:
+        wait_for(written, 120)
+    finally:
+        kill_hard(run)
+    openai_server.update_faults(latency_ms=0)
+
+
+def test_a_killed_rebuild_run_leaves_the_index_build_to_the_next_run(env, openai_server):
+    make_clips(150)
+    killed_while(
+        env,
+        openai_server,
+        lambda: (
+            Clip.objects.filter(embedding__isnull=False).count() >= 40
+            and index_state(HNSW_INDEX_NAME) is None
+        ),
+    )
+
+    after = run_json(env, "--limit", "5")  # small: live, were it not for the missing index
+
+    assert after["index_mode"] == "rebuild"
+    assert index_state(HNSW_INDEX_NAME) is True
+    assert BackfillRun.objects.filter(status=BackfillRun.Status.INTERRUPTED).count() == 1
+
+
+def test_a_killed_bulk_run_is_resumed_by_the_next_run(env, openai_server):
+    clips = make_clips(150)
+    assert run_json(env)["index_mode"] == "rebuild"
+    edit_titles(clips[:100])  # 50 vectors still served: a bulk run
+    killed_while(env, openai_server, lambda: ClipVector.objects.count() >= 50 + 30)
+
+    after = run_json(env)
+
+    assert after["index_mode"] == "bulk"
+    assert after["processed"] <= 100 - 30  # the killed run's build rows were kept
+    assert index_state(HNSW_INDEX_NAME) is True
+    assert EmbeddingVersion.objects.get().phase == EmbeddingVersion.Phase.DONE
+    assert_every_live_clip_right(env["EMBEDDING_MODEL"])
