@@ -29,7 +29,7 @@ class Sizes:
     service_texts: int = 20_000
     end_to_end_clips: int = 20_000
     end_to_end_repeats: int = 3
-    index_mode_clips: int = 20_000
+    index_aware_clips: tuple[int, int] = (20_000, 100_000)
     memory_clips: tuple[int, int] = (10_000, 100_000)
     search_vectors: int = 20_000  # recall@10, at 768 dimensions
     search_clips: int = 1_000_000  # latency
@@ -41,7 +41,7 @@ class Sizes:
 
 FULL = Sizes()
 # `--quick`: a smoke run of the harness
-QUICK = Sizes(2_000, 2_000, 1, 2_000, (1_000, 10_000), 2_000, 20_000, 64, 20, 200, 5)
+QUICK = Sizes(2_000, 2_000, 1, (2_000, 6_000), (1_000, 10_000), 2_000, 20_000, 64, 20, 200, 5)
 
 
 @dataclass(frozen=True)
@@ -148,11 +148,18 @@ def _requests(server: OpenAITestServer) -> int:
 
 
 def run_command(
-    bench: Bench, server: OpenAITestServer, scenario: str, clips: LoadedClips, *flags: str
+    bench: Bench,
+    server: OpenAITestServer,
+    scenario: str,
+    clips: LoadedClips,
+    *flags: str,
+    env: dict[str, str] | None = None,
 ) -> PipelineRun:
-    """`manage.py backfill_embeddings --json [flags]` as a subprocess, with default settings."""
+    """`manage.py backfill_embeddings --json [flags]` as a subprocess, with default settings
+    (and `env`'s)."""
     measured = run_measured(
-        manage_py("backfill_embeddings", "--json", *flags), env=bench.env(server, scenario)
+        manage_py("backfill_embeddings", "--json", *flags),
+        env=bench.env(server, scenario) | (env or {}),
     ).check("backfill_embeddings")
     bench.forget_cache()
     return PipelineRun(
@@ -251,24 +258,12 @@ def end_to_end(bench: Bench) -> Outcome:
     return outcome
 
 
-def index_modes(bench: Bench) -> Outcome:
-    """Issue 4: with the HNSW index present, --rebuild-index against writing through it."""
-    outcome = Outcome()
-    count = bench.sizes.index_mode_clips
-    results: dict[str, Result] = {}
-    with openai_test_server(0) as server:
-        for mode, flags in (("rebuild", ["--rebuild-index"]), ("live", [])):
-            say(f"backfill_embeddings, {count:,} clips, HNSW index {mode}")
-            clips = bench.database.prepare(count, hnsw_index=True)
-            run = run_command(bench, server, f"index-{mode}", clips, *flags)
-            if not bench.database.hnsw_index_exists():
-                raise RuntimeError(f"the HNSW index is missing after the {mode} run")
-            outcome.require_complete(f"index {mode}", run.stored, clips.live)
-            results[mode] = run.result("3 index modes", f"backfill_embeddings, index {mode}")
-    outcome.results += [results["rebuild"], results["live"]]
-    speedup = results["rebuild"].rate / results["live"].rate
-    outcome.checks.append(Check("--rebuild-index speed-up", speedup, ">= 3.0", speedup >= 3.0))
-    return outcome
+def index_aware_writes(bench: Bench) -> Outcome:
+    """Issue 15: default flags on an indexed table, against none; bulk against live
+    (tests/benchmarks/index_aware.py)."""
+    from tests.benchmarks.index_aware import index_aware_writes as measure
+
+    return measure(bench)
 
 
 def peak_memory(bench: Bench) -> Outcome:
@@ -374,7 +369,7 @@ def shared_budget(bench: Bench) -> Outcome:
 SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     service_alone,
     end_to_end,
-    index_modes,
+    index_aware_writes,
     peak_memory,
     semantic_search,
     admin_coverage_page,
