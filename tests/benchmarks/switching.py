@@ -1,4 +1,5 @@
-"""Issue 15: another version of the vectors served without search going dark.
+"""Issue 15: another version of the vectors served without search going dark, and vectors
+stored in half precision.
 
 - `switch_embeddings`: `switch_clips` demo clips embedded (`--rebuild-index`: the HNSW index
   is in place at its end), then `manage.py switch_embeddings` to another model at the same
@@ -6,6 +7,10 @@
   Its latencies a few seconds before the switch and during it, its errors (the target: none),
   and how often a clip's own text did not bring that clip back first (for information: HNSW
   may miss, before as during).
+- `halfvec_vs_vector`: `storage_vectors` lowrank unit vectors x 1536 written by
+  `search_probe.py` once into a `vector(1536)` column and once into `halfvec(1536)`
+  (EMBEDDING_STORAGE at migrate time): the HNSW index's size and build time, and recall@10
+  against exact search.
 """
 
 import json
@@ -19,10 +24,15 @@ from dataclasses import dataclass
 from tests.benchmarks.environment import BenchDatabase, openai_test_server
 from tests.benchmarks.measure import REPO_ROOT, Measured, manage_py, run_measured
 from tests.benchmarks.scenarios import DIMENSIONS, Bench, Check, Outcome, Result, say
+from tests.benchmarks.search import RECALL_TARGET, run_probe
 from tests.benchmarks.search_probe import percentiles_ms
 
 SWITCH_DATABASE = "bench_switch"
+STORAGE_DATABASE = "bench_storage"
 SEARCH_TEXTS = 200
+STORAGE_DIMENSIONS = 1536
+STORAGES = ("vector", "halfvec")
+INDEX_RATIO_TARGET = 0.6  # halfvec halves each element's vector; the graph's links stay
 
 
 def switch_embeddings(bench: Bench) -> Outcome:
@@ -181,3 +191,69 @@ class _searching:
         self.process.wait()
         self.stderr.seek(0)
         raise RuntimeError(f"steady_search {what}:\n{self.stderr.read()[-2000:]}")
+
+
+def halfvec_vs_vector(bench: Bench) -> Outcome:
+    outcome = Outcome()
+    vectors, queries = bench.sizes.storage_vectors, bench.sizes.search_queries
+    database = BenchDatabase(bench.database.admin_url, STORAGE_DATABASE)
+    summaries: dict[str, dict] = {}
+    try:
+        for storage in STORAGES:
+            say(f"HNSW index, {vectors:,} x {STORAGE_DIMENSIONS} lowrank vectors as {storage}")
+            argv = ["--clips", str(vectors), "--queries", str(queries), "--data", "lowrank"]
+            summaries[storage] = run_probe(
+                bench,
+                database,
+                f"storage-{storage}",
+                STORAGE_DIMENSIONS,
+                "tests.benchmarks.search_probe",
+                argv,
+                settings={"EMBEDDING_STORAGE": storage},
+            )
+            if summaries[storage]["storage"] != storage:
+                raise RuntimeError(f"the column is {summaries[storage]['storage']}, not {storage}")
+    finally:
+        database.drop()
+    for storage, s in summaries.items():
+        search = s["database_only"]
+        outcome.results.append(
+            Result(
+                "13 storage",
+                f"HNSW index build, {vectors:,} x {STORAGE_DIMENSIONS} {storage}",
+                s["clips"],
+                "vectors",
+                s["index_build_seconds"],
+                note=(
+                    f"{s['index_mib']:,.1f} MiB; recall@10 {s['recall']:.3f} at ef_search "
+                    f"{s['ef_search']}, p50 {search['p50_ms']:.1f} ms, p95 "
+                    f"{search['p95_ms']:.1f} ms over {s['queries']} queries"
+                ),
+            )
+        )
+        if not s["index_used"]:  # an exact scan would make any recall 1.0
+            outcome.checks.append(Check(f"{storage}: searches on the HNSW index", 0, "= 1", False))
+    half, full = summaries["halfvec"], summaries["vector"]
+    ratio = half["index_mib"] / full["index_mib"]
+    outcome.checks += [
+        Check(
+            "recall@10 halfvec(1536) vs exact float32",
+            half["recall"],
+            f">= {RECALL_TARGET:.2f}",
+            half["recall"] >= RECALL_TARGET,
+        ),
+        Check("recall@10 vector(1536), for comparison", full["recall"], "-", None),
+        Check(
+            "HNSW index size halfvec / vector",
+            ratio,
+            f"<= {INDEX_RATIO_TARGET}",
+            ratio <= INDEX_RATIO_TARGET,
+        ),
+        Check(
+            "HNSW build time halfvec / vector",
+            half["index_build_seconds"] / full["index_build_seconds"],
+            "-",
+            None,
+        ),
+    ]
+    return outcome
