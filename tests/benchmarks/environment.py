@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -69,9 +69,9 @@ class BenchDatabase:
             for statement in statements:
                 conn.execute(statement)
 
-    def scalar(self, query: str) -> object:
+    def scalar(self, query: str, params: Sequence[object] | None = None) -> object:
         with psycopg.connect(self.url, autocommit=True) as conn:
-            row = conn.execute(query).fetchone()
+            row = conn.execute(query, params).fetchone()
         return row[0] if row else None
 
     def prepare(self, clips: int, *, hnsw_index: bool) -> LoadedClips:

@@ -37,11 +37,16 @@ class Sizes:
     search_queries: int = 100
     local_texts: int = 2_000
     live_sync_seconds: int = 60
+    switch_clips: int = 20_000
+    switch_idle_seconds: int = 5  # searched before the switch starts
+    storage_vectors: int = 20_000  # vector against halfvec, at 1536 dimensions
 
 
 FULL = Sizes()
 # `--quick`: a smoke run of the harness
-QUICK = Sizes(2_000, 2_000, 1, (2_000, 6_000), (1_000, 10_000), 2_000, 20_000, 64, 20, 200, 5)
+QUICK = Sizes(
+    2_000, 2_000, 1, (2_000, 6_000), (1_000, 10_000), 2_000, 20_000, 64, 20, 200, 5, 2_000, 2, 2_000
+)
 
 
 @dataclass(frozen=True)
@@ -366,6 +371,22 @@ def shared_budget(bench: Bench) -> Outcome:
     return measure(bench)
 
 
+def switch_embeddings(bench: Bench) -> Outcome:
+    """Issue 15: `switch_embeddings` to another model, with search timed and checked all
+    along (tests/benchmarks/switching.py)."""
+    from tests.benchmarks.switching import switch_embeddings as measure
+
+    return measure(bench)
+
+
+def halfvec_vs_vector(bench: Bench) -> Outcome:
+    """Issue 15: the HNSW index over halfvec(1536) against vector(1536): size, build time,
+    recall@10 (tests/benchmarks/switching.py)."""
+    from tests.benchmarks.switching import halfvec_vs_vector as measure
+
+    return measure(bench)
+
+
 SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     service_alone,
     end_to_end,
@@ -377,4 +398,6 @@ SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     live_sync,
     hybrid_search,
     shared_budget,
+    switch_embeddings,
+    halfvec_vs_vector,
 )

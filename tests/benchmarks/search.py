@@ -16,6 +16,7 @@ post-filters (live, current) have rows to skip. See `search_probe.py` for what i
 """
 
 import sys
+from collections.abc import Mapping
 
 from tests.benchmarks.environment import BenchDatabase, openai_test_server
 from tests.benchmarks.measure import manage_py, run_measured
@@ -113,14 +114,22 @@ def _probe(
 
 
 def run_probe(
-    bench: Bench, database: BenchDatabase, label: str, dimensions: int, module: str, argv: list
+    bench: Bench,
+    database: BenchDatabase,
+    label: str,
+    dimensions: int,
+    module: str,
+    argv: list,
+    settings: Mapping[str, str] | None = None,
 ) -> dict:
     """Run a probe module (`python -m module *argv`) against a freshly migrated database and
-    the test server: its JSON summary, with the API requests it made."""
+    the test server: its JSON summary, with the API requests it made. `settings` are more
+    environment variables for the migration and the probe (EMBEDDING_STORAGE)."""
     database.recreate()
     with openai_test_server(0) as server:
         env = bench.env(server, label)
         env |= {"DATABASE_URL": database.url, "EMBEDDING_DIMENSIONS": str(dimensions)}
+        env |= settings or {}
         run_measured(manage_py("migrate", "--noinput", "-v", "0"), env=env).check("migrate")
         command = [sys.executable, "-m", module, *argv]
         summary = run_measured(command, env=env, timeout=4 * 3600).check(module).json()

@@ -1,9 +1,9 @@
 """Semantic search measured on a table of synthetic vectors (issue 8); run by `search.py`.
 
-Against the migrated database of DATABASE_URL (EMBEDDING_DIMENSIONS sized): writes `--clips`
-clips with unit vectors by binary COPY (every 50th clip removed, every 100th stale, so the
-post-filters have rows to skip), builds the HNSW index as the model declares it, then measures
-with the project's own search code:
+Against the migrated database of DATABASE_URL (EMBEDDING_DIMENSIONS sized; halfvec if
+EMBEDDING_STORAGE=halfvec made it so): writes `--clips` clips with unit vectors by binary COPY
+(every 50th clip removed, every 100th stale, so the post-filters have rows to skip), builds
+the HNSW index as the project builds it, then measures with the project's own search code:
 
 - recall@10 of `nearest_clips` (HNSW, iterative scan) against exact numpy search, for
   `--queries` query vectors drawn like the data, at EMBEDDING_SEARCH_EF, and the latency of
@@ -61,9 +61,11 @@ def searchable(ids: np.ndarray) -> np.ndarray:
     return (ids % REMOVED_EVERY != 0) & (ids % STALE_EVERY != 0)
 
 
-def load(url: str, count: int, dimensions: int, model: str, data: str) -> float:
-    """Binary COPY of `count` clips with current vectors; returns the seconds it took."""
+def load(url: str, count: int, dimensions: int, model: str, data: str, storage: str) -> float:
+    """Binary COPY of `count` clips with current vectors into a `storage` (vector or halfvec)
+    column; returns the seconds it took."""
     import psycopg
+    from pgvector import HalfVector
     from pgvector.psycopg import register_vector
 
     from embeddings.clip_text import text_hash
@@ -73,7 +75,7 @@ def load(url: str, count: int, dimensions: int, model: str, data: str) -> float:
         "embedding, embedding_model, embedding_generated_at, embedding_dimensions, "
         "embedding_text_hash, embedding_attempts"
     )
-    types = ["int8", "text", "text", "text", "text", "bool", "timestamptz", "vector", "text"]
+    types = ["int8", "text", "text", "text", "text", "bool", "timestamptz", storage, "text"]
     types += ["timestamptz", "int4", "text", "int4"]
     now = datetime.now(UTC)
     started = time.perf_counter()
@@ -96,7 +98,7 @@ def load(url: str, count: int, dimensions: int, model: str, data: str) -> float:
                             broadcaster,
                             clip_id % REMOVED_EVERY == 0,
                             now,
-                            vector,
+                            HalfVector(vector) if storage == "halfvec" else vector,
                             model,
                             now,
                             dimensions,
@@ -205,14 +207,16 @@ def main() -> None:
 
     from embeddings.app_settings import embedding_settings
     from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
-    from embeddings.models import Clip
+    from embeddings.models import Clip, embedding_column_type
     from embeddings.search.vector import nearest_clips
     from embeddings.service.factory import build_embedding_service
 
     config = embedding_settings()
     dims = config.dimensions
     drop_hnsw_index()
-    load_seconds = load(os.environ["DATABASE_URL"], args.clips, dims, config.model, args.data)
+    storage, _ = embedding_column_type()  # halfvec when EMBEDDING_STORAGE=halfvec migrated it
+    url = os.environ["DATABASE_URL"]
+    load_seconds = load(url, args.clips, dims, config.model, args.data, storage)
     if args.coverage_only:
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE clips")
@@ -268,6 +272,7 @@ def main() -> None:
         "clips": args.clips,
         "dimensions": dims,
         "data": args.data,
+        "storage": storage,
         "queries": args.queries,
         "ef_search": config.search_ef,
         "load_seconds": load_seconds,
