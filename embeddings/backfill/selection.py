@@ -33,6 +33,12 @@ class Selection:
         version_id = config.version_id if config.source == "builds" else None
         return cls(config.model, config.dimensions, version_id=version_id, **narrowing)
 
+    @property
+    def narrowed(self) -> bool:
+        """Only part of the clips (a date, an id range, chosen ids)."""
+        ranges = (self.created_after, self.min_id, self.max_id, self.ids)
+        return any(value is not None for value in ranges)
+
     def queryset(self) -> QuerySet:
         narrowed = self._narrowed()
         if self.force:

@@ -34,7 +34,7 @@ from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection
 from embeddings.backfill.write_mode import WriteMode
 from embeddings.exceptions import ConfigurationError, RunAborted
-from embeddings.models import Clip, ClipVector, EmbeddingVersion, served_version
+from embeddings.models import BackfillRun, Clip, ClipVector, EmbeddingVersion, served_version
 from embeddings.search.vector import HOLD_SERVING_EXCLUSIVE, SERVING_LOCK
 from embeddings.service.factory import build_embedding_service
 
@@ -63,6 +63,7 @@ class SwitchOptions:
 class SwitchResult:
     version: EmbeddingVersion
     progress: BackfillProgress = field(default_factory=BackfillProgress)
+    last_run: BackfillRun | None = None  # the record of its latest pass
     steps: list[tuple[str, float]] = field(default_factory=list)
 
 
@@ -223,7 +224,7 @@ class Switch:
         service = build_embedding_service(config, concurrency=self.options.concurrency)
         try:
             options = BackfillOptions(selection=selection, batch_size=self.options.batch_size)
-            progress, _ = execute_backfill(
+            progress, self.result.last_run = execute_backfill(
                 service,
                 options,
                 config,

@@ -63,8 +63,7 @@ def choose_write_mode(
     served = Clip.objects.live().current(config.model, config.dimensions).count()
     if served < config.bulk_min_clips:
         return WritePlan(WriteMode.REBUILD, f"{work} clips to write, {served} indexed")
-    narrowed = options.limit is not None or selection.created_after is not None
-    if narrowed or selection.ids is not None or selection.min_id is not None:
+    if options.limit is not None or selection.narrowed:
         return WritePlan(WriteMode.LIVE, "a narrowed run: bulk rewrites the whole table")
     return WritePlan(WriteMode.BULK, f"{work} clips to write, {served} indexed to keep serving")
 

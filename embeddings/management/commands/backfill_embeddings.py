@@ -191,8 +191,7 @@ class Command(EmbeddingCommand):
         # SIGINT/SIGTERM finish the batches in flight.
         with _stop_on_signals(lambda: [backfill.stop() for backfill in started]):
             try:
-                if plan.mode == WriteMode.BULK:
-                    service.close()  # each pass of the rewrite makes its own
+                if plan.mode == WriteMode.BULK:  # each pass of the rewrite makes its own service
                     progress, run = self._bulk(opts, concurrency, on_start, reporter, quiet)
                 else:
                     progress, run = execute_backfill(
@@ -239,8 +238,7 @@ class Command(EmbeddingCommand):
             on_progress=reporter.update,
         )
         result = rewrite_served(options)
-        last = BackfillRun.objects.filter(trigger="command").order_by("-started_at").first()
-        return result.progress, last
+        return result.progress, result.last_run
 
     def _batch_api(self, options: BackfillOptions, config: EmbeddingSettings, opts: dict) -> None:
         clash = [flag for flag in ("dry_run", "enqueue", "rebuild_index") if opts[flag]]
