@@ -3,6 +3,12 @@
 One call is one HTTP request. The client's own retries are off: retrying is the service's
 job (tenacity, in one layer), so retries never multiply. Every answer is checked before it is
 believed: count, `index` mapping, vector length, finite values.
+
+The request goes through the client's documented `post` (its "undocumented endpoints" door),
+its body serialized once by orjson and its answer read raw: the typed `embeddings.create`
+walks each of up to 2,048 inputs through its type transform, 14% of a backfill's CPU samples
+here, for a body we would send unchanged. Status errors, timeouts and connection errors are
+the client's own either way.
 """
 
 import base64
@@ -10,6 +16,7 @@ import binascii
 import re
 from typing import Any
 
+import httpx2
 import numpy as np
 import openai
 import orjson
@@ -55,10 +62,12 @@ class OpenAIProvider:
         return f"OpenAI-compatible API at {self.base_url}"
 
     def embed(self, texts: list[str]) -> ProviderResponse:
-        extra = {"dimensions": self.dimensions} if self.send_dimensions else {}
+        body = {"input": texts, "model": self.model, "encoding_format": "base64"}
+        if self.send_dimensions:
+            body["dimensions"] = self.dimensions
         try:
-            raw = self._client.embeddings.with_raw_response.create(
-                input=texts, model=self.model, encoding_format="base64", **extra
+            raw = self._client.post(
+                "/embeddings", cast_to=httpx2.Response, content=orjson.dumps(body)
             )
         except openai.APIStatusError as err:
             raise classify_api_error(err) from None
@@ -97,17 +106,7 @@ def decode_embeddings(
     if len(items) != expected:
         raise RetryableError(f"asked for {expected} embeddings, got {len(items)}")
     vectors = np.empty((expected, dimensions), dtype=np.float32)
-    seen = np.zeros(expected, dtype=bool)
-    lengths = set()
-    for item in items:
-        index = item.get("index")
-        if not isinstance(index, int) or not 0 <= index < expected or seen[index]:
-            raise RetryableError(f"response item has a bad or repeated index: {index!r}")
-        vector = _to_array(item.get("embedding"))
-        lengths.add(vector.size)
-        if vector.size == dimensions:
-            vectors[index] = vector
-        seen[index] = True
+    lengths = _decode_at_once(items, vectors) or _decode_one_by_one(items, vectors)
     if lengths != {dimensions}:
         # Once the API has answered with the configured size, a one-vector answer of another
         # size is a glitch to retry; before that it is as telling as a whole wrong response.
@@ -122,6 +121,49 @@ def decode_embeddings(
     if not np.isfinite(vectors).all():
         raise RetryableError("response contains NaN or infinite values")
     return vectors, tokens
+
+
+def _decode_at_once(items: list, vectors: np.ndarray) -> set[int] | None:
+    """Every vector as unpadded base64 of the expected size, each index once: one decode for
+    them all (a decode per vector was 10% of a backfill's CPU samples). None: anything else,
+    left to `_decode_one_by_one`, which names what is wrong."""
+    expected, dimensions = vectors.shape
+    if (4 * dimensions) % 3:
+        return None  # padded: the strings cannot be joined
+    chars = 4 * dimensions // 3 * 4
+    order: list[int] = []
+    strings: list[str] = []
+    for item in items:
+        index, embedding = item.get("index"), item.get("embedding")
+        if type(index) is not int or type(embedding) is not str or len(embedding) != chars:
+            return None
+        order.append(index)
+        strings.append(embedding)
+    if sorted(order) != list(range(expected)):
+        return None
+    try:
+        decoded = base64.b64decode("".join(strings), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    vectors[order] = np.frombuffer(decoded, dtype="<f4").reshape(expected, dimensions)
+    return {dimensions}
+
+
+def _decode_one_by_one(items: list, vectors: np.ndarray) -> set[int]:
+    """Fill `vectors` item by item; return the vector sizes seen."""
+    expected, dimensions = vectors.shape
+    seen = np.zeros(expected, dtype=bool)
+    lengths = set()
+    for item in items:
+        index = item.get("index")
+        if not isinstance(index, int) or not 0 <= index < expected or seen[index]:
+            raise RetryableError(f"response item has a bad or repeated index: {index!r}")
+        vector = _to_array(item.get("embedding"))
+        lengths.add(vector.size)
+        if vector.size == dimensions:
+            vectors[index] = vector
+        seen[index] = True
+    return lengths
 
 
 def _to_array(embedding: object) -> np.ndarray:
