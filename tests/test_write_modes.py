@@ -4,7 +4,9 @@ with a valid index, and a run killed part-way leaves the next one to finish the 
 
 import json
 
+import psycopg
 import pytest
+from django.db import connection, transaction
 from django.db.models import Value
 from django.db.models.functions import Concat
 
@@ -20,7 +22,7 @@ from tests.support.commands import (
     start_searcher,
     stop_searcher,
 )
-from tests.support.database import restore_migrated_column
+from tests.support.database import database_url_of_tests, restore_migrated_column
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,6 +60,7 @@ def test_the_mode_follows_the_work_and_every_mode_ends_with_a_valid_index(env):
     assert first["index_mode"] == "rebuild"
     assert first["processed"] == 190
     assert index_state(HNSW_INDEX_NAME) is True
+    assert 0 < first["index_build_seconds"] <= first["duration_seconds"]  # the run includes it
 
     Clip.objects.bulk_create(
         Clip(twitch_clip_id=f"late-{n}", title=f"Late clip {n}", broadcaster_name="b")
@@ -66,12 +69,54 @@ def test_the_mode_follows_the_work_and_every_mode_ends_with_a_valid_index(env):
     small = run_json(env)  # fewer than EMBEDDING_BULK_MIN_CLIPS
     assert small["index_mode"] == "live"
     assert small["processed"] == BULK_MIN - 1
+    assert small["index_build_seconds"] is None
 
     assert index_state(HNSW_INDEX_NAME) is True
     assert list(BackfillRun.objects.order_by("pk").values_list("index_mode", flat=True)) == [
         "rebuild",
         "live",
     ]
+    assert_every_live_clip_right(env["EMBEDDING_MODEL"])
+
+
+def build_phase() -> str | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT phase FROM pg_stat_progress_create_index WHERE relid = 'clips'::regclass"
+        )
+        row = cursor.fetchone()
+    return row and row[0]
+
+
+def test_clips_are_saved_and_found_while_a_rebuild_run_builds_its_index(
+    env, openai_server, embedding_config
+):
+    """The rebuild's build is CONCURRENTLY: a save left open holds it at its first wait, and
+    meanwhile other saves go through and search answers, exactly, without the index."""
+    embedding_config(EMBEDDING_MODEL=env["EMBEDDING_MODEL"])
+    clips = make_clips(120)
+    sought = Clip.objects.with_text().get(pk=clips[5].pk).text
+    with psycopg.connect(database_url_of_tests()) as open_save:
+        with openai_server.holding():  # the run drops the index, then waits for answers
+            run = start_backfill(env, "--json")
+            wait_for(lambda: index_state(HNSW_INDEX_NAME) is None, 60)
+            open_save.execute("LOCK TABLE clips IN ROW EXCLUSIVE MODE")
+        wait_for(lambda: build_phase() == "waiting for writers before build", 120)
+
+        with transaction.atomic():  # would fail, not hang, if the build blocked saves
+            connection.cursor().execute("SET LOCAL lock_timeout = '5s'")
+            late = Clip.objects.create(twitch_clip_id="late", title="Saved during the build")
+            edit_titles(clips[:1])
+        found = Clip.objects.similar_to(sought, k=3)
+        assert build_phase() == "waiting for writers before build"  # all of it meanwhile
+        open_save.rollback()
+
+    code, output = finish(run)
+    assert code == 0, output
+    assert (found[0].pk, round(found[0].distance, 3)) == (clips[5].pk, 0)
+    assert index_state(HNSW_INDEX_NAME) is True
+    assert run_json(env)["processed"] == 2  # the saved and the edited clip, by the next run
+    assert Clip.objects.filter(pk=late.pk, embedding__isnull=False).exists()
     assert_every_live_clip_right(env["EMBEDDING_MODEL"])
 
 

@@ -76,6 +76,7 @@ class BackfillProgress:
     finished: float | None = None
     interrupted: bool = False
     fatal: EmbeddingError | None = None
+    index_build_seconds: float | None = None  # the rebuild mode's one HNSW build, at the end
     reasons: Counter[str] = field(default_factory=Counter)
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
 
@@ -103,9 +104,11 @@ class Backfill:
         options: BackfillOptions,
         *,
         run_id: int | None,
+        total: int | None = None,
         on_progress: Callable[[BackfillProgress], None] | None = None,
         on_poll: Callable[[], None] | None = None,
     ) -> None:
+        """`total`: the selection's size where the caller has just counted it."""
         self.service = service
         self.options = options
         self.run_id = None if options.dry_run else run_id
@@ -120,7 +123,7 @@ class Backfill:
         self._window = options.batch_size * max(1, service.limits.max_inputs // options.batch_size)
         self._to_embed: queue.Queue = queue.Queue(maxsize=2 * self._window // options.batch_size)
         self._to_write: queue.Queue = queue.Queue(maxsize=WRITERS)
-        self._total: int | None = None
+        self._total = total
 
     def count(self) -> int:
         """How many clips the run selects (counted once); a following run counts as it claims."""

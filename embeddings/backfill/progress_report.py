@@ -78,7 +78,12 @@ def summary_lines(p: BackfillProgress, cost: Decimal | None, *, dry_run: bool) -
         f"Processed: {p.processed}",
         f"Skipped: {p.skipped}",
         f"Failed: {p.failed}",
-        f"Duration: {format_duration(p.duration)}",
+        f"Duration: {format_duration(p.duration)}"
+        + (
+            f" (the HNSW index build: {format_duration(p.index_build_seconds)})"
+            if p.index_build_seconds is not None
+            else ""
+        ),
         f"Average time per clip: {format_duration(per_clip)}",
         f"Requests: {s.requests} (retries: {s.retries}, rate limited: {s.rate_limited})",
         f"Cache: {s.cache_hits} hits, {s.cache_misses} misses"

@@ -107,13 +107,16 @@ def execute_backfill(
     *,
     trigger: str,
     index_mode: WriteMode = WriteMode.LIVE,
+    total: int | None = None,
     on_start: Callable[[Backfill], None] | None = None,
     on_progress: Callable[[BackfillProgress], None] | None = None,
     on_poll: Callable[[], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> tuple[BackfillProgress, BackfillRun | None]:
     """Run the pipeline once; record it as a BackfillRun unless it is a dry run. `index_mode`
     (see `write_mode`): rebuild drops the clips index for the run and builds it once after,
-    whatever happens; bulk only records that this run is a pass of a large rewrite."""
+    whatever happens, and the run lasts until the index is back; bulk only records that this
+    run is a pass of a large rewrite. `total`: the selection's size, if already counted."""
     keep_memory_flat()
     run = lease = recorder = None
     if not options.dry_run:
@@ -140,6 +143,7 @@ def execute_backfill(
         service,
         options,
         run_id=run.pk if run else None,
+        total=total,
         on_progress=progressed,
         on_poll=on_poll,
     )
@@ -152,12 +156,21 @@ def execute_backfill(
         progress = backfill.run()
     finally:
         if rebuild:
-            build_hnsw_index(concurrently=True)
+            _rebuild_index(backfill.progress, on_step)
         if lease:
             lease.close()
     if recorder:
         recorder.finish(progress)
     return progress, run
+
+
+def _rebuild_index(progress: BackfillProgress, on_step: Callable[[str], None] | None) -> None:
+    if on_step:
+        on_step("building the HNSW index (CONCURRENTLY: search and saves go on)")
+    started = time.monotonic()
+    build_hnsw_index(concurrently=True)
+    progress.finished = time.monotonic()
+    progress.index_build_seconds = progress.finished - started
 
 
 def jsonable_options(options: BackfillOptions) -> dict:

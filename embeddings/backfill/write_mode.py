@@ -33,6 +33,7 @@ class WriteMode(StrEnum):
 class WritePlan:
     mode: WriteMode
     why: str
+    work: int | None = None  # the clips the run selects, where choosing had to count them
 
 
 def choose_write_mode(
@@ -59,12 +60,12 @@ def choose_write_mode(
         work = min(work, options.limit)
     live = Clip.objects.live().count()
     if work < config.bulk_min_clips or work < BULK_SHARE * live:
-        return WritePlan(WriteMode.LIVE, f"{work} clips of {live}: a small share")
+        return WritePlan(WriteMode.LIVE, f"{work} clips of {live}: a small share", work)
     served = Clip.objects.live().current(config.model, config.dimensions).count()
     if served < config.bulk_min_clips:
-        return WritePlan(WriteMode.REBUILD, f"{work} clips to write, {served} indexed")
+        return WritePlan(WriteMode.REBUILD, f"{work} clips to write, {served} indexed", work)
     if options.limit is not None or selection.narrowed:
-        return WritePlan(WriteMode.LIVE, "a narrowed run: bulk rewrites the whole table")
+        return WritePlan(WriteMode.LIVE, "a narrowed run: bulk rewrites the whole table", work)
     return WritePlan(WriteMode.BULK, f"{work} clips to write, {served} indexed to keep serving")
 
 

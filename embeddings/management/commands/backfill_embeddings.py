@@ -188,11 +188,15 @@ class Command(EmbeddingCommand):
                 total = backfill.count()
                 self.stdout.write(f"Found {total} clips to process")
 
+        def on_step(step: str) -> None:
+            if not quiet:
+                self.stdout.write(f"Step: {step}")
+
         # SIGINT/SIGTERM finish the batches in flight.
         with _stop_on_signals(lambda: [backfill.stop() for backfill in started]):
             try:
                 if plan.mode == WriteMode.BULK:  # each pass of the rewrite makes its own service
-                    progress, run = self._bulk(opts, concurrency, on_start, reporter, quiet)
+                    progress, run = self._bulk(opts, concurrency, on_start, on_step, reporter)
                 else:
                     progress, run = execute_backfill(
                         service,
@@ -200,8 +204,10 @@ class Command(EmbeddingCommand):
                         config,
                         trigger="command",
                         index_mode=plan.mode,
+                        total=plan.work,
                         on_start=on_start,
                         on_progress=reporter.update,
+                        on_step=on_step,
                     )
             except DatabaseError as err:
                 raise _database_error(
@@ -219,15 +225,10 @@ class Command(EmbeddingCommand):
         opts: dict,
         concurrency: int,
         on_start: Callable[[Backfill], None],
+        on_step: Callable[[str], None],
         reporter: ProgressReporter,
-        quiet: bool,
     ) -> tuple[BackfillProgress, BackfillRun | None]:
         """The served version rewritten through build rows: search keeps its index."""
-
-        def on_step(phase: str) -> None:
-            if not quiet:
-                self.stdout.write(f"Step: {phase}")
-
         options = SwitchOptions(
             batch_size=opts["batch"],
             concurrency=concurrency,
@@ -323,6 +324,11 @@ class Command(EmbeddingCommand):
                 "cost_usd": float(cost) if cost is not None else None,
                 "failure_reasons": dict(progress.reasons),
                 "index_mode": index_mode,
+                "index_build_seconds": (
+                    None
+                    if progress.index_build_seconds is None
+                    else round(progress.index_build_seconds, 3)
+                ),
                 **progress.stats.as_dict(),
             }
             self.stdout.write(json.dumps(data, indent=2))
