@@ -3,17 +3,46 @@ over a version's build rows.
 
 Every row written while an HNSW index exists pays index maintenance (measured here: ~130
 rows/s with it, >10,000 rows/s without); building it once afterwards is far cheaper. A build
-gets pgvector's advice: `maintenance_work_mem` large enough for the graph, and a parallel
-maintenance worker.
+gets pgvector's advice: `maintenance_work_mem` large enough for the graph, and parallel
+maintenance workers (the server's number, at least one). A parallel build takes all of that
+memory up front as one shared segment (a container's /dev/shm must hold it), so the memory
+is sized to the graph rather than set high once.
 """
+
+import logging
 
 from django.db import connection
 
 from embeddings.backfill import sql
 from embeddings.models import Clip, embedding_column_type
 
-MAINTENANCE_WORK_MEM = "1GB"
-PARALLEL_MAINTENANCE_WORKERS = "1"  # with the leader, both of this machine's cores
+logger = logging.getLogger(__name__)
+
+# pgvector 0.8's in-memory graph, measured from its "no longer fits" notice at 768
+# dimensions: each vector's values plus ~720 bytes (element, neighbour lists, allocation).
+GRAPH_BYTES_PER_VECTOR = 720
+VALUE_BYTES = {"vector": 4, "halfvec": 2}
+PARALLEL_RESERVE = 3 * 2**20  # of a parallel build's area, pgvector keeps this for itself
+LEAST_BUILD_MEMORY = 64 * 2**20  # PostgreSQL's default maintenance_work_mem
+MOST_BUILD_MEMORY = 2**30  # unless the session's maintenance_work_mem is higher
+
+
+def build_memory(vectors: int, storage: str, dimensions: int, session_setting: int) -> int:
+    """Bytes of `maintenance_work_mem` for a graph of `vectors`: what it needs with a tenth to
+    spare, at most 1 GB or the session's setting if higher (whoever raised it, on the server
+    or for the connection, has that memory to give)."""
+    need = vectors * (dimensions * VALUE_BYTES[storage] + GRAPH_BYTES_PER_VECTOR)
+    need = int(need * 1.1) + PARALLEL_RESERVE
+    most = max(MOST_BUILD_MEMORY, session_setting)
+    if need > most:
+        logger.warning(
+            "the HNSW graph of %d vectors needs ~%d MB but the build gets %d MB, so it will "
+            "be much slower; raise maintenance_work_mem on the database server to speed it up",
+            vectors,
+            need // 2**20,
+            most // 2**20,
+        )
+    return max(LEAST_BUILD_MEMORY, min(need, most))
 
 
 def index_state(name: str) -> bool | None:
@@ -36,29 +65,36 @@ def drop_hnsw_index() -> None:
         cursor.execute(sql.drop_index(sql.HNSW_INDEX_NAME, concurrently=how))
 
 
-def _build(name: str, create: str, maintenance_work_mem: str) -> None:
-    """Create an index unless a valid one exists (a half-built one is dropped first)."""
+def _build(name: str, create: str, vectors_query: str, params: list, vector_type: tuple) -> None:
+    """Create an index unless a valid one exists (a half-built one is dropped first), with
+    memory for the graph of the vectors `vectors_query` counts."""
     state = index_state(name)
     if state:
         return
     with connection.cursor() as cursor:
         if state is False:
             cursor.execute(sql.drop_index(name))
-        cursor.execute(
-            sql.MAINTENANCE_SETTINGS, [maintenance_work_mem, PARALLEL_MAINTENANCE_WORKERS]
-        )
+        cursor.execute(vectors_query, params)
+        (vectors,) = cursor.fetchone()
+        cursor.execute(sql.BUILD_SETTINGS)
+        session_memory, session_workers = cursor.fetchone()
+        memory = build_memory(vectors, *vector_type, session_memory)
+        workers = max(1, session_workers)  # a session that allows none is given one
+        cursor.execute(sql.MAINTENANCE_SETTINGS, [f"{memory // 1024}kB", str(workers)])
         cursor.execute(create)
+        # The session as it was (after a failure it keeps the build's: harmless).
+        cursor.execute(
+            sql.MAINTENANCE_SETTINGS, [f"{session_memory // 1024}kB", str(session_workers)]
+        )
 
 
-def build_hnsw_index(
-    maintenance_work_mem: str = MAINTENANCE_WORK_MEM, *, concurrently: bool = False
-) -> None:
+def build_hnsw_index(*, concurrently: bool = False) -> None:
     """(Re)create the clips column's index for the column's storage, and any other index of
     the model a column replacement dropped. CONCURRENTLY: searches and writes go on meanwhile
     (outside a transaction only)."""
-    storage, _ = embedding_column_type()
-    create = sql.create_clips_hnsw_index(storage, concurrently=concurrently)
-    _build(sql.HNSW_INDEX_NAME, create, maintenance_work_mem)
+    column = embedding_column_type()
+    create = sql.create_clips_hnsw_index(column[0], concurrently=concurrently)
+    _build(sql.HNSW_INDEX_NAME, create, sql.CLIPS_VECTORS, [], column)
     with connection.schema_editor(atomic=False) as editor:
         for index in Clip._meta.indexes:
             if index.name != sql.HNSW_INDEX_NAME and index_state(index.name) is not True:
@@ -74,7 +110,8 @@ def build_rows_index_name(version_id: int) -> str:
 def build_rows_index(version_id: int, storage: str, dimensions: int) -> None:
     """The HNSW index a version is searched through while it is served from its build rows."""
     create = sql.create_build_hnsw_index(version_id, storage, dimensions)
-    _build(build_rows_index_name(version_id), create, MAINTENANCE_WORK_MEM)
+    name = build_rows_index_name(version_id)
+    _build(name, create, sql.BUILD_VECTORS, [version_id], (storage, dimensions))
 
 
 def drop_build_rows_index(version_id: int) -> None:

@@ -145,6 +145,14 @@ CLIP_ID_BOUNDS = _render(
 # No row: no such index; false: a CONCURRENTLY build of it died half-way.
 INDEX_STATE = "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)"
 HNSW_INDEX_NAME_OF_BUILD = "clip_vector_builds_{version}_hnsw"
+CLIPS_VECTORS = _render("SELECT count(*) FROM {clips} WHERE embedding IS NOT NULL", clips=CLIPS)
+BUILD_VECTORS = _render("SELECT count(*) FROM {builds} WHERE version_id = %s", builds=BUILDS)
+# The session's build settings (the server's, unless the connection or its caller set them):
+# maintenance_work_mem in bytes, max_parallel_maintenance_workers.
+BUILD_SETTINGS = (
+    "SELECT pg_size_bytes(current_setting('maintenance_work_mem')),"
+    " current_setting('max_parallel_maintenance_workers')::int"
+)
 MAINTENANCE_SETTINGS = (
     "SELECT set_config('maintenance_work_mem', %s, false),"
     " set_config('max_parallel_maintenance_workers', %s, false)"
