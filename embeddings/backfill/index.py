@@ -4,7 +4,7 @@ over a version's build rows.
 Every row written while an HNSW index exists pays index maintenance (measured here: ~130
 rows/s with it, >10,000 rows/s without); building it once afterwards is far cheaper. A build
 gets pgvector's advice: `maintenance_work_mem` large enough for the graph, and parallel
-maintenance workers (the server's number, at least one). A parallel build takes all of that
+maintenance workers (the session's number, at least one). A parallel build takes all of that
 memory up front as one shared segment (a container's /dev/shm must hold it), so the memory
 is sized to the graph rather than set high once.
 """
@@ -65,7 +65,9 @@ def drop_hnsw_index() -> None:
         cursor.execute(sql.drop_index(sql.HNSW_INDEX_NAME, concurrently=how))
 
 
-def _build(name: str, create: str, vectors_query: str, params: list, vector_type: tuple) -> None:
+def _build(
+    name: str, create: str, vectors_query: str, params: list, vector_type: tuple[str, int]
+) -> None:
     """Create an index unless a valid one exists (a half-built one is dropped first), with
     memory for the graph of the vectors `vectors_query` counts."""
     state = index_state(name)
