@@ -143,10 +143,13 @@ def test_runs_killed_with_requests_in_flight_leave_nothing_wrong_and_a_rerun_fin
     assert_no_claims_left()
 
 
-def _backends_waiting_to_update_clips(conn: psycopg.Connection) -> list[int]:
+def _writers_blocked_by(conn: psycopg.Connection, holder: psycopg.Connection) -> list[int]:
+    """Backends whose UPDATE of clips waits for `holder`'s row lock (not any lock: two
+    writers wait on each other for moments, e.g. extending the table)."""
     rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND query LIKE '%UPDATE \"clips\" SET%'"
+        "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+        " AND query LIKE '%%UPDATE \"clips\" SET%%'",
+        (holder.info.backend_pid,),
     ).fetchall()
     return [pid for (pid,) in rows]
 
@@ -171,11 +174,12 @@ def test_runs_killed_in_the_middle_of_a_write_leave_nothing_half_written(
             with psycopg.connect(url) as holder:  # one transaction, held until the kill
                 holder.execute("SELECT 1 FROM clips WHERE id = %s FOR UPDATE", (blocked,))
                 victim = start_backfill(env, "-batch", "10", "--concurrency", "2")
-                wait_for(lambda: _backends_waiting_to_update_clips(observer))
-                (writer,) = _backends_waiting_to_update_clips(observer)
-                time.sleep(rng.uniform(0, 0.2))
-
-                kill_hard(victim)
+                try:
+                    wait_for(lambda holder=holder: _writers_blocked_by(observer, holder))
+                    (writer,) = _writers_blocked_by(observer, holder)
+                    time.sleep(rng.uniform(0, 0.2))
+                finally:
+                    kill_hard(victim)  # never left running into the next test
                 holder.rollback()
             wait_for(lambda writer=writer: not _backend_alive(observer, writer))
 
