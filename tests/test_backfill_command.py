@@ -139,6 +139,8 @@ def test_rebuild_index_mode_rebuilds_the_hnsw_index_after_the_run_even_when_it_f
 
     assert "index=rebuild" in output
     assert "Processed: 100" in output
+    assert "Step: building the HNSW index" in output
+    assert "(the HNSW index build: " in output  # inside the run's Duration
     assert hnsw_index_exists()
     assert BackfillRun.objects.get().index_mode == "rebuild"
     assert_every_live_clip_right()

@@ -13,21 +13,26 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MB = 2**20
 
 
-def test_memory_follows_the_graph_between_postgres_default_and_the_sessions_setting():
+def test_memory_follows_the_graph_between_postgres_default_and_the_sessions_setting(caplog):
     small = build_memory(1_000, "vector", 768, session_setting=64 * MB)
     assert small == 64 * MB  # PostgreSQL's default is the least
     hundred_k = build_memory(100_000, "vector", 768, session_setting=64 * MB)
     assert 400 * MB < hundred_k < 420 * MB
     assert build_memory(100_000, "halfvec", 768, session_setting=64 * MB) < 0.65 * hundred_k
+    assert not caplog.records  # every graph so far fits
     assert build_memory(10_000_000, "vector", 768, session_setting=64 * MB) == 1024 * MB
+    assert "raise maintenance_work_mem" in caplog.text  # the one that does not is named
     assert build_memory(10_000_000, "vector", 768, session_setting=8192 * MB) == 8192 * MB
 
 
 def build_notices() -> list[str]:
     """Build the clips index over the vectors there are; pgvector's notices meanwhile."""
     notices: list[str] = []
+
+    def handler(diagnostic) -> None:
+        notices.append(diagnostic.message_primary)
+
     connection.ensure_connection()
-    handler = lambda diagnostic: notices.append(diagnostic.message_primary)  # noqa: E731
     connection.connection.add_notice_handler(handler)
     try:
         drop_hnsw_index()

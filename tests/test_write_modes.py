@@ -103,8 +103,8 @@ def test_clips_are_saved_and_found_while_a_rebuild_run_builds_its_index(
             open_save.execute("LOCK TABLE clips IN ROW EXCLUSIVE MODE")
         wait_for(lambda: build_phase() == "waiting for writers before build", 120)
 
-        with transaction.atomic():  # would fail, not hang, if the build blocked saves
-            connection.cursor().execute("SET LOCAL lock_timeout = '5s'")
+        with transaction.atomic(), connection.cursor() as cursor:  # fails, not hangs, if blocked
+            cursor.execute("SET LOCAL lock_timeout = '5s'")
             late = Clip.objects.create(twitch_clip_id="late", title="Saved during the build")
             edit_titles(clips[:1])
         found = Clip.objects.similar_to(sought, k=3)
