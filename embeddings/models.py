@@ -7,33 +7,66 @@ from datetime import timedelta
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models.functions import Cast, Now
+from django.db.models.functions import Cast, Coalesce, Now
 from django.utils import timezone
 from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
 from embeddings import live_sync
 from embeddings.app_settings import EmbeddingSettings, declared_dimensions, embedding_settings
 from embeddings.clip_text import clip_text_expression, clip_text_hash_expression
-from embeddings.search.hybrid import Mode, find_clips, search_document_expression
+from embeddings.search.hybrid import (
+    Mode,
+    find_clips,
+    search_document_expression,
+    stored_document,
+)
+from embeddings.site_table.fields import ClipKeyField, ClipKeyRefField, SiteDateTimeField
+from embeddings.site_table.record import SiteTable
 
 # The fields the embedded text is made of, and `is_removed` (a clip put back needs a vector).
 TEXT_FIELDS = frozenset({"title", "broadcaster_name", "creator_name", "game_name", "is_removed"})
 # A vector of other text than the clip's present one. Written once: the partial index below
-# and `awaiting_vector()` must say it alike for PostgreSQL to answer through the index.
-EDITED_Q = models.Q(embedding__isnull=False) & ~models.Q(embedding_text_hash=models.F("text_hash"))
+# and `awaiting_vector()` must say it alike for PostgreSQL to answer through the index. A NULL
+# `text_hash` (a site's row, its text unchanged since the table was taken in) is no edit: its
+# vector, if the site made one, is a backfill's to judge (`backfill.site_vectors`).
+EDITED_Q = models.Q(embedding__isnull=False, text_hash__isnull=False) & ~models.Q(
+    embedding_text_hash=models.F("text_hash")
+)
 # Live sync and the sweep retry a clip that failed since its text last changed after this
 # long, at most this many times; later, only a backfill run retries it (or a new edit).
 RETRY_FAILED_AFTER = timedelta(minutes=15)
 AUTOMATIC_ATTEMPTS = 5
 
 
-def current_embedding_q(model: str, dimensions: int) -> models.Q:
+def text_hash_now() -> models.Expression:
+    """The hash of the clip's present text. `text_hash` holds it, except on a site's rows not
+    written since the tool took the table in (NULL there until their next write)."""
+    return Coalesce(models.F("text_hash"), clip_text_hash_expression())
+
+
+def site_vector_q(model: str) -> models.Q:
+    """A vector the site made itself, labelled with `model`, from the clip's present text as
+    far as can be told: its text unchanged since the table was taken in (`text_hash` still
+    NULL), or the vector made after the text's last change."""
     return models.Q(
+        embedding__isnull=False, embedding_text_hash__isnull=True, embedding_model=model
+    ) & (
+        models.Q(text_hash__isnull=True)
+        | models.Q(embedding_generated_at__gte=models.F("text_changed_at"))
+    )
+
+
+def current_embedding_q(model: str, dimensions: int) -> models.Q:
+    """Made from the clip's present text by this model at this size: by the tool, or by the
+    site itself when a sample of the site's vectors agreed with the API (`SiteTable`)."""
+    made_here = models.Q(
         embedding__isnull=False,
         embedding_text_hash=models.F("text_hash"),
         embedding_model=model,
         embedding_dimensions=dimensions,
     )
+    agreed = SiteTable.objects.filter(vectors_model=model, vectors_kept=True)
+    return made_here | (site_vector_q(model) & models.Exists(agreed))
 
 
 def stale_q(model: str, dimensions: int) -> models.Q:
@@ -47,11 +80,14 @@ def failed_q(model: str, dimensions: int) -> models.Q:
 
 
 def _build_row_of(version_id: int) -> models.Exists:
+    """A build row of the clip's present text, as `text_hash_now` (aliased by the caller)
+    gives it: a site's row not written since adoption has no `text_hash` yet, and its row
+    would otherwise never count as built."""
     return models.Exists(
         ClipVector.objects.filter(
             version_id=version_id,
             clip_id=models.OuterRef("pk"),
-            text_hash=models.OuterRef("text_hash"),
+            text_hash=models.OuterRef("text_hash_now"),
         )
     )
 
@@ -79,8 +115,9 @@ class ClipQuerySet(models.QuerySet):
         return self.filter(is_removed=False)
 
     def with_text(self) -> "ClipQuerySet":
-        """Annotate `text`, the exact text that is (or would be) embedded."""
-        return self.annotate(text=clip_text_expression())
+        """Annotate `text`, the exact text that is (or would be) embedded, and `text_hash_now`,
+        its hash (see `text_hash_now`)."""
+        return self.annotate(text=clip_text_expression(), text_hash_now=text_hash_now())
 
     def current(self, model: str, dimensions: int) -> "ClipQuerySet":
         """Clips whose stored vector was made from their present text by this model and size."""
@@ -96,24 +133,26 @@ class ClipQuerySet(models.QuerySet):
         that failed rests a while before it is tried again, so a poison input never loops."""
         return self.live().filter(models.Q(embedding__isnull=True) | EDITED_Q).exclude(_resting())
 
-    def awaiting_vector_ids(self, *, after_id: int, limit: int) -> "ClipQuerySet":
-        """The first `limit` ids of `awaiting_vector()` after `after_id`, as a query that the
+    def awaiting_vector_ids(self, *, after_id, limit: int) -> "ClipQuerySet":
+        """The first `limit` ids of `awaiting_vector()` after `after_id` (None: from the
+        first), as a query that the
         two small partial indexes answer (the OR above makes PostgreSQL scan the table: 96 ms
         at 200,000 clips, polled several times a second by live sync)."""
         never = self.filter(is_removed=False, embedding__isnull=True)
         edited = self.filter(models.Q(is_removed=False) & EDITED_Q)
+        if after_id is not None:
+            never, edited = never.filter(id__gt=after_id), edited.filter(id__gt=after_id)
         arms = [
-            arm.exclude(_resting()).filter(id__gt=after_id).order_by("id").values("id")[:limit]
-            for arm in (never, edited)
+            arm.exclude(_resting()).order_by("id").values("id")[:limit] for arm in (never, edited)
         ]
         return arms[0].union(arms[1], all=True).order_by("id")[:limit]
 
     def built(self, version_id: int) -> "ClipQuerySet":
         """Clips holding a build row of `version_id` made from their present text."""
-        return self.filter(_build_row_of(version_id))
+        return self.alias(text_hash_now=text_hash_now()).filter(_build_row_of(version_id))
 
     def unbuilt(self, version_id: int) -> "ClipQuerySet":
-        return self.exclude(_build_row_of(version_id))
+        return self.alias(text_hash_now=text_hash_now()).exclude(_build_row_of(version_id))
 
     def searchable(self, config: EmbeddingSettings) -> "ClipQuerySet":
         """Live clips holding a current vector of the version `config` names, where that
@@ -122,7 +161,7 @@ class ClipQuerySet(models.QuerySet):
             # One filter() call: the vector read by `vector_expression` comes from this join.
             return self.live().filter(
                 built_vectors__version_id=config.version_id,
-                built_vectors__text_hash=models.F("text_hash"),
+                built_vectors__text_hash=text_hash_now(),
             )
         return self.live().current(config.model, config.dimensions)
 
@@ -183,6 +222,8 @@ class ClipQuerySet(models.QuerySet):
 
 
 class Clip(models.Model):
+    # A bigint on the tool's own table; a site's table keeps its own key (uuid, bigint).
+    id = ClipKeyField(primary_key=True, serialize=False, verbose_name="ID")
     twitch_clip_id = models.CharField(max_length=255, unique=True)
     title = models.TextField()
     broadcaster_name = models.CharField(max_length=255)
@@ -190,7 +231,7 @@ class Clip(models.Model):
     game_id = models.CharField(max_length=64, null=True, blank=True)
     game_name = models.CharField(max_length=255, null=True, blank=True)
     is_removed = models.BooleanField(default=False)
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = SiteDateTimeField(default=timezone.now)
     # When the text last changed (a row's insert, or a trigger on its text columns, so raw SQL
     # counts too): how long a clip has waited for its vector, on the coverage page and /metrics.
     text_changed_at = models.DateTimeField(db_default=Now(), editable=False)
@@ -212,7 +253,7 @@ class Clip(models.Model):
 
     embedding = VectorField(dimensions=declared_dimensions(), null=True, blank=True)
     embedding_model = models.CharField(max_length=255, null=True, blank=True)
-    embedding_generated_at = models.DateTimeField(null=True, blank=True)
+    embedding_generated_at = SiteDateTimeField(null=True, blank=True)
     embedding_dimensions = models.PositiveIntegerField(null=True, blank=True)
     embedding_text_hash = models.CharField(max_length=32, null=True, blank=True)
 
@@ -235,7 +276,7 @@ class Clip(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
             models.Index(fields=["created_at"], name="clips_created_at_idx"),
-            GinIndex(fields=["search_document"], name="clips_search_document_gin"),
+            GinIndex(stored_document(), name="clips_search_document_gin"),
             # Keyset batches of never-embedded live clips walk this small partial index.
             models.Index(
                 fields=["id"],
@@ -330,7 +371,7 @@ class EmbeddingClaim(models.Model):
     claiming costs no HNSW index maintenance and never blocks a user editing a clip.
     """
 
-    clip_id = models.BigIntegerField(primary_key=True)
+    clip_id = ClipKeyRefField(primary_key=True)
     # What the vector is for: 0 the served vectors in `clips`, else a version's build rows, so
     # a switch's run and live sync never wait on each other. The table's primary key is
     # (clip_id, target) (migration 0007); the ORM only ever reads claims.
@@ -403,7 +444,7 @@ class EmbeddingBatchClip(models.Model):
     """
 
     batch = models.ForeignKey(EmbeddingBatch, on_delete=models.CASCADE, related_name="items")
-    clip_id = models.BigIntegerField()
+    clip_id = ClipKeyRefField()
     text_hash = models.CharField(max_length=32)
 
     class Meta:

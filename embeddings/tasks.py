@@ -114,7 +114,7 @@ def sync_live_clips() -> dict | None:
         live_sync.unmark_loop()
         # A clip saved while this loop was deciding to end found it still marked: look once
         # more, and go on unless a save since then has queued a new loop.
-        if result is None or not Clip.objects.awaiting_vector_ids(after_id=0, limit=1).exists():
+        if result is None or not Clip.objects.awaiting_vector_ids(after_id=None, limit=1).exists():
             return result
         if not live_sync.mark_loop():
             return result

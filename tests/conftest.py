@@ -13,6 +13,8 @@ from tests.support.database import database_url_of_tests
 from tests.support.openai_server import FakeOpenAIServer
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+# Fixtures kept beside the helpers they go with.
+pytest_plugins = ["tests.support.site_commands"]
 
 
 def _redis_reachable() -> bool:

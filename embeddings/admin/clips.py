@@ -6,9 +6,11 @@ Vectors are never loaded into list or form pages: they are large, and only their
 
 from functools import partial
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
@@ -22,6 +24,7 @@ from embeddings.admin.filters import (
 )
 from embeddings.models import Clip, served_settings
 from embeddings.search.vector import similar_clips
+from embeddings.site_table.catalog import refuse_new_clips
 
 
 @admin.register(Clip)
@@ -85,6 +88,16 @@ class ClipAdmin(EmbeddingActions, admin.ModelAdmin):
         config = served_settings()
         queryset = super().get_queryset(request).defer("embedding")
         return queryset.with_state(config.model, config.dimensions)
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
+        """On a site's table whose new rows need columns only the site fills, say so instead of
+        offering a form whose save would fail."""
+        known = {field.column for field in Clip._meta.concrete_fields}
+        refusal = refuse_new_clips(connection, known)
+        if refusal:
+            messages.error(request, f"Clips cannot be added here: {refusal}.")
+            return redirect("admin:embeddings_clip_changelist")
+        return super().add_view(request, form_url, extra_context)
 
     def get_urls(self):
         # Before the defaults: "<path:object_id>/" would take "coverage/" for a clip's id.

@@ -5,6 +5,7 @@ row counts only while the lock of its run is held: when a run ends, or is killed
 server drops the lock and its clips are free at once for the next run to take over.
 """
 
+import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -14,6 +15,7 @@ from django.db.models.expressions import RawSQL
 from embeddings.backfill import sql
 from embeddings.backfill.selection import Selection
 from embeddings.models import Clip
+from embeddings.site_table.record import clip_key_type
 
 DIED = "the process running it died (killed, or its machine lost): counts are as last saved"
 
@@ -27,7 +29,7 @@ def settle_dead_runs() -> int:
 
 @dataclass(frozen=True, order=True)
 class ClaimedClip:
-    id: int
+    id: int | uuid.UUID
     text: str
     text_hash: str
 
@@ -58,18 +60,19 @@ class RunLease:
 
 
 def claim_next(
-    selection: Selection, *, after_id: int, limit: int, run_id: int | None
-) -> tuple[list[ClaimedClip], int | None]:
+    selection: Selection, *, after_id, limit: int, run_id: int | None
+) -> tuple[list[ClaimedClip], object]:
     """The next `limit` selected clips after `after_id` that no live run holds.
 
     Returns the clips this run now holds (all of them when `run_id` is None: a dry run reads
     without claiming) and the cursor for the next call (None when the selection is exhausted).
+    `after_id` None starts at the first key (keys are bigint or uuid: no number is "before all").
     One statement, one round trip: pick candidates, claim them, read their text.
     """
     candidates = selection.candidates(after_id=after_id, limit=limit)
     candidate_sql, candidate_params = candidates.query.sql_with_params()
     texts = Clip.objects.with_text().filter(id__in=RawSQL("SELECT clip_id FROM claimed", ()))
-    text_sql, text_params = texts.values_list("id", "text", "text_hash").query.sql_with_params()
+    text_sql, text_params = texts.values_list("id", "text", "text_hash_now").query.sql_with_params()
     if run_id is None:
         claimed_sql, claim_params = "SELECT id AS clip_id FROM candidates", []
     else:
@@ -78,7 +81,7 @@ def claim_next(
         cursor.execute(
             f"""
             WITH candidates AS MATERIALIZED ({candidate_sql}), claimed AS ({claimed_sql})
-            SELECT (SELECT max(id) FROM candidates), texts.*
+            SELECT (SELECT id FROM candidates ORDER BY id DESC LIMIT 1), texts.*
             FROM (SELECT 1) AS one LEFT JOIN ({text_sql}) AS texts ON true
             """,
             [*candidate_params, *claim_params, *text_params],
@@ -103,7 +106,7 @@ def _still_selected(
     ids = [clip.id for clip in clips]
     # One array parameter: `id__in=ids` had Django prepare each of up to 2,048 ids (4% of
     # a backfill's CPU samples).
-    claimed = RawSQL("SELECT unnest(%s::bigint[])", (ids,))
+    claimed = RawSQL(sql.unnest_keys(clip_key_type(connection)), (ids,))
     selected = set(selection.queryset().filter(id__in=claimed).values_list("id", flat=True))
     if len(selected) == len(ids):
         return clips

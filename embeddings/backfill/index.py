@@ -10,11 +10,13 @@ is sized to the graph rather than set high once.
 """
 
 import logging
+import re
 
 from django.db import connection
 
 from embeddings.backfill import sql
 from embeddings.models import Clip, embedding_column_type
+from embeddings.site_table.adoption import tool_indexes
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ VALUE_BYTES = {"vector": 4, "halfvec": 2}
 PARALLEL_RESERVE = 3 * 2**20  # of a parallel build's area, pgvector keeps this for itself
 LEAST_BUILD_MEMORY = 64 * 2**20  # PostgreSQL's default maintenance_work_mem
 MOST_BUILD_MEMORY = 2**30  # unless the session's maintenance_work_mem is higher
+CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+OPCLASS = re.compile(r"\b(vector|halfvec)_(cosine_ops|l2_ops|ip_ops|l1_ops)\b")
 
 
 def build_memory(vectors: int, storage: str, dimensions: int, session_setting: int) -> int:
@@ -53,29 +57,63 @@ def index_state(name: str) -> bool | None:
     return None if row is None else row[0]
 
 
+def _vector_indexes() -> list[tuple[str, str, bool]]:
+    """(name, definition, is HNSW) of every index over clips.embedding, valid or not."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.VECTOR_INDEXES)
+        return cursor.fetchall()
+
+
 def hnsw_index_exists() -> bool:
-    return index_state(sql.HNSW_INDEX_NAME) is True
+    """Some valid HNSW index serves clips.embedding (the tool's, or a site's own by its name)."""
+    return any(hnsw and index_state(name) is True for name, _, hnsw in _vector_indexes())
+
+
+def owe_vector_indexes(*, hnsw_only: bool = False) -> list[str]:
+    """Record the indexes over clips.embedding before they are taken down, so
+    `build_hnsw_index` brings each back by its own name and definition; their names."""
+    owed = [row for row in _vector_indexes() if row[2] or not hnsw_only]
+    with connection.cursor() as cursor:
+        for row in owed:
+            cursor.execute(sql.OWE_INDEX, list(row))
+    return [name for name, _, _ in owed]
 
 
 def drop_hnsw_index() -> None:
-    """CONCURRENTLY (outside a transaction): waits for the searches using it instead of
-    queueing new ones behind it."""
+    """Take the HNSW index over clips.embedding down, owed back. CONCURRENTLY (outside a
+    transaction): waits for the searches using it instead of queueing new ones behind it."""
     how = not connection.in_atomic_block
     with connection.cursor() as cursor:
-        cursor.execute(sql.drop_index(sql.HNSW_INDEX_NAME, concurrently=how))
+        for name in owe_vector_indexes(hnsw_only=True):
+            cursor.execute(sql.drop_index(name, concurrently=how))
+
+
+def _as_built(definition: str, storage: str, *, concurrently: bool) -> str:
+    """A recorded definition (`pg_get_indexdef`), built CONCURRENTLY if asked, with its
+    operator class for the column's present storage (a switch may have changed it)."""
+    if concurrently:
+        definition = CREATE_INDEX.sub(r"CREATE \1INDEX CONCURRENTLY ", definition, count=1)
+    return OPCLASS.sub(rf"{storage}_\2", definition)
 
 
 def _build(
-    name: str, create: str, vectors_query: str, params: list, vector_type: tuple[str, int]
+    name: str,
+    create: str,
+    vectors_query: str | None,
+    params: list,
+    vector_type: tuple[str, int],
 ) -> None:
-    """Create an index unless a valid one exists (a half-built one is dropped first), with
-    memory for the graph of the vectors `vectors_query` counts."""
+    """Create an index unless a valid one exists (a half-built one is dropped first); an HNSW
+    one with memory for the graph of the vectors `vectors_query` counts."""
     state = index_state(name)
     if state:
         return
     with connection.cursor() as cursor:
         if state is False:
             cursor.execute(sql.drop_index(name))
+        if vectors_query is None:
+            cursor.execute(create)
+            return
         cursor.execute(vectors_query, params)
         (vectors,) = cursor.fetchone()
         cursor.execute(sql.BUILD_SETTINGS)
@@ -91,18 +129,26 @@ def _build(
 
 
 def build_hnsw_index(*, concurrently: bool = False) -> None:
-    """(Re)create the clips column's index for the column's storage, and any other index of
-    the model a column replacement dropped. CONCURRENTLY: searches and writes go on meanwhile
-    (outside a transaction only)."""
+    """Bring back every index over clips.embedding a drop owes (by its own name and
+    definition), else make the tool's own HNSW index if none serves the column; and any other
+    index of the tool's that a column replacement dropped. CONCURRENTLY: searches and writes
+    go on meanwhile (outside a transaction only)."""
     column = embedding_column_type()
-    create = sql.create_clips_hnsw_index(column[0], concurrently=concurrently)
-    _build(sql.HNSW_INDEX_NAME, create, sql.CLIPS_VECTORS, [], column)
+    with connection.cursor() as cursor:
+        cursor.execute(sql.OWED)
+        owed = cursor.fetchall()
+    for name, definition, hnsw in owed:
+        create = _as_built(definition, column[0], concurrently=concurrently)
+        _build(name, create, sql.CLIPS_VECTORS if hnsw else None, [], column)
+        with connection.cursor() as cursor:
+            cursor.execute(sql.PAID, [name])
+    if not hnsw_index_exists():
+        create = sql.create_clips_hnsw_index(column[0], concurrently=concurrently)
+        _build(sql.HNSW_INDEX_NAME, create, sql.CLIPS_VECTORS, [], column)
     with connection.schema_editor(atomic=False) as editor:
-        for index in Clip._meta.indexes:
-            if index.name != sql.HNSW_INDEX_NAME and index_state(index.name) is not True:
-                if index_state(index.name) is False:
-                    editor.execute(sql.drop_index(index.name))
-                editor.execute(index.create_sql(Clip, editor, concurrently=concurrently))
+        for index in tool_indexes(connection, Clip):
+            create = str(index.create_sql(Clip, editor, concurrently=concurrently))
+            _build(index.name, create, None, [], column)
 
 
 def build_rows_index_name(version_id: int) -> str:

@@ -168,7 +168,7 @@ class Backfill:
             if self.options.follow is not None:
                 self._follow(self.options.follow)
                 return
-            cursor, taken = 0, 0
+            cursor, taken = None, 0
             limit = self.options.limit
             while not self._stop.is_set() and (limit is None or taken < limit):
                 size = self._window if limit is None else min(self._window, limit - taken)
@@ -197,7 +197,7 @@ class Backfill:
         """Claim from the start of the key order at every poll (an edited clip may sit below
         the cursor); hold what is claimed until a request's worth or `gather_seconds`."""
         held: list[ClaimedClip] = []
-        cursor = 0
+        cursor = None
         held_since = last_claim = started = time.monotonic()
         while not self._stop.is_set():
             clips, next_cursor = claim_next(
@@ -217,7 +217,7 @@ class Backfill:
                 self._queue(held)
                 held = []
             self.on_poll()
-            cursor = 0 if next_cursor is None else next_cursor
+            cursor = next_cursor
             if next_cursor is not None:
                 continue  # more selected clips after the cursor: read on at once
             idle = now - last_claim >= follow.idle_seconds

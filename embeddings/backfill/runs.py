@@ -18,6 +18,7 @@ from embeddings.backfill.allocator import keep_memory_flat
 from embeddings.backfill.claims import RunLease, settle_dead_runs
 from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
 from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
+from embeddings.backfill.site_vectors import check_site_vectors
 from embeddings.backfill.write_mode import WriteMode
 from embeddings.models import BackfillRun
 from embeddings.service.embedding_service import EmbeddingService
@@ -120,6 +121,7 @@ def execute_backfill(
     keep_memory_flat()
     run = lease = recorder = None
     if not options.dry_run:
+        check_site_vectors(service, config, on_step=on_step)
         settle_dead_runs()
         lease = RunLease()
         run = BackfillRun.objects.create(

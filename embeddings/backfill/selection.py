@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Exists, OuterRef, QuerySet
 
 from embeddings.app_settings import EmbeddingSettings
-from embeddings.models import Clip, EmbeddingBatchClip
+from embeddings.models import Clip, EmbeddingBatchClip, text_hash_now
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,20 @@ class Selection:
             return narrowed.awaiting_vector()
         return narrowed.pending(self.model, self.dimensions)
 
-    def candidates(self, *, after_id: int, limit: int) -> QuerySet:
-        """The ids of the next `limit` selected clips after `after_id`, in key order."""
+    def candidates(self, *, after_id, limit: int) -> QuerySet:
+        """The ids of the next `limit` selected clips after `after_id` (None: from the first),
+        in key order."""
         if self.new_or_edited and self.version_id is None:
             return self._narrowed().awaiting_vector_ids(after_id=after_id, limit=limit)
-        return self.queryset().filter(id__gt=after_id).order_by("id").values("id")[:limit]
+        qs = self.queryset() if after_id is None else self.queryset().filter(id__gt=after_id)
+        return qs.order_by("id").values("id")[:limit]
 
     def _narrowed(self) -> QuerySet:
         # A clip an open Batch API job holds with its present text waits for that answer.
         held = EmbeddingBatchClip.objects.filter(
-            clip_id=OuterRef("id"), text_hash=OuterRef("text_hash")
+            clip_id=OuterRef("id"), text_hash=OuterRef("text_hash_now")
         )
-        qs = Clip.objects.filter(~Exists(held))
+        qs = Clip.objects.alias(text_hash_now=text_hash_now()).filter(~Exists(held))
         if self.created_after is not None:
             qs = qs.filter(created_at__gte=self.created_after)
         if self.min_id is not None:

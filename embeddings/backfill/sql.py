@@ -16,6 +16,7 @@ CLAIMS = sql.Identifier(EmbeddingClaim._meta.db_table)
 RUNS = sql.Identifier(BackfillRun._meta.db_table)
 BUILDS = sql.Identifier(ClipVector._meta.db_table)
 STAGING = sql.Identifier("embedding_writes")  # a temp table per session
+KEY_TYPES = {"bigint": "bigint", "integer": "integer", "uuid": "uuid"}  # clips.id, as SQL
 HNSW_INDEX_NAME = "clips_embedding_hnsw"
 
 
@@ -74,17 +75,25 @@ CLAIM_CANDIDATES = _render(
     live=sql.SQL(LIVE_RUNS),
 )
 
-CREATE_STAGING = _render(
-    "CREATE TEMP TABLE IF NOT EXISTS {staging} "
-    "(id bigint, embedding vector, text_hash text) ON COMMIT DELETE ROWS",
-    staging=STAGING,
-)
+
+def create_staging(key_type: str) -> str:
+    """The session's staging table, its `id` of the clips' key type (bigint, uuid)."""
+    return _render(
+        "CREATE TEMP TABLE IF NOT EXISTS {staging} "
+        "(id {key}, embedding vector, text_hash text) ON COMMIT DELETE ROWS",
+        staging=STAGING,
+        key=sql.SQL(KEY_TYPES[key_type]),
+    )
+
+
 COPY_TO_STAGING = _render(
     "COPY {staging} (id, embedding, text_hash) FROM STDIN WITH (FORMAT BINARY)", staging=STAGING
 )
 # A temp table has no statistics: without them the join below scans all of clips.
 ANALYZE_STAGING = _render("ANALYZE {staging}", staging=STAGING)
 # Only where the text still hashes to what was embedded: an edit in flight keeps its new text.
+# A NULL text_hash is a site's row untouched since the table was taken in (its trigger fills
+# the hash on any write, an edit included), so its text is still the one claimed.
 WRITE_FROM_STAGING = _render(
     """UPDATE {clips} SET
         embedding = w.embedding,
@@ -96,27 +105,38 @@ WRITE_FROM_STAGING = _render(
         embedding_attempts = 0,
         embedding_failed_at = NULL
     FROM {staging} w
-    WHERE {clips}.id = w.id AND {clips}.text_hash = w.text_hash
+    WHERE {clips}.id = w.id AND coalesce({clips}.text_hash, w.text_hash) = w.text_hash
     RETURNING {clips}.id""",
     clips=CLIPS,
     staging=STAGING,
 )
-RECORD_FAILURES = _render(
-    """UPDATE {clips} SET
-        embedding_error = f.reason,
-        embedding_attempts = embedding_attempts + 1,
-        embedding_failed_at = now()
-    FROM unnest(%s::bigint[], %s::text[]) AS f(id, reason)
-    WHERE {clips}.id = f.id""",
-    clips=CLIPS,
-)
+
+
+def unnest_keys(key_type: str) -> str:
+    """One array parameter of clip keys as rows (one parameter, not one per id)."""
+    return _render("SELECT unnest(%s::{key}[])", key=sql.SQL(KEY_TYPES[key_type]))
+
+
+def record_failures(key_type: str) -> str:
+    return _render(
+        """UPDATE {clips} SET
+            embedding_error = f.reason,
+            embedding_attempts = embedding_attempts + 1,
+            embedding_failed_at = now()
+        FROM unnest(%s::{key}[], %s::text[]) AS f(id, reason)
+        WHERE {clips}.id = f.id""",
+        clips=CLIPS,
+        key=sql.SQL(KEY_TYPES[key_type]),
+    )
+
 
 # A version being built: rows land beside the clips, never touching `clips` or its index;
 # only where the clip's text still hashes to what was embedded.
 WRITE_BUILD_FROM_STAGING = _render(
     """INSERT INTO {builds} (version_id, clip_id, embedding, text_hash, generated_at)
     SELECT %s, w.id, w.embedding, w.text_hash, now()
-    FROM {staging} w JOIN {clips} c ON c.id = w.id AND c.text_hash = w.text_hash
+    FROM {staging} w JOIN {clips} c
+        ON c.id = w.id AND coalesce(c.text_hash, w.text_hash) = w.text_hash
     ON CONFLICT (version_id, clip_id) DO UPDATE SET
         embedding = EXCLUDED.embedding,
         text_hash = EXCLUDED.text_hash,
@@ -138,10 +158,37 @@ SEED_BUILD_ROWS = _render(
     clips=CLIPS,
 )
 DELETE_BUILD_ROWS = _render("DELETE FROM {builds} WHERE version_id = %s", builds=BUILDS)
-CLIP_ID_BOUNDS = _render(
-    "SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM {clips}", clips=CLIPS
+# The last clip key of the next chunk of a version's build rows after a key (NULL: from the
+# first); NULL when fewer rows are left than a chunk. Keys may be uuids: no arithmetic on them.
+NEXT_BUILD_CHUNK_END = _render(
+    """SELECT clip_id FROM {builds} WHERE version_id = %s AND (clip_id > %s) IS NOT FALSE
+    ORDER BY clip_id OFFSET %s LIMIT 1""",
+    builds=BUILDS,
 )
 
+# Indexes over clips.embedding (its HNSW index, partial indexes naming it), whoever made them,
+# as PostgreSQL records their dependence on the column.
+VECTOR_INDEXES = _render(
+    """SELECT c.relname, pg_get_indexdef(c.oid), am.amname = 'hnsw'
+    FROM pg_depend d
+    JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    JOIN pg_class c ON c.oid = d.objid
+    JOIN pg_am am ON am.oid = c.relam
+    WHERE d.classid = 'pg_class'::regclass AND d.refobjid = to_regclass({clips})
+      AND a.attname = 'embedding' AND c.relkind = 'i'
+    ORDER BY c.relname""",
+    clips=sql.Literal(Clip._meta.db_table),
+)
+# What a drop owes back: an index over the vectors taken down (rebuild mode, a column replaced)
+# is recorded first, so it returns by its own name and definition even after a kill -9.
+OWED_INDEXES = sql.Identifier("embedding_owed_indexes")
+OWE_INDEX = _render(
+    "INSERT INTO {owed} (name, definition, hnsw) VALUES (%s, %s, %s)"
+    " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, hnsw = EXCLUDED.hnsw",
+    owed=OWED_INDEXES,
+)
+OWED = _render("SELECT name, definition, hnsw FROM {owed} ORDER BY name", owed=OWED_INDEXES)
+PAID = _render("DELETE FROM {owed} WHERE name = %s", owed=OWED_INDEXES)
 # No row: no such index; false: a CONCURRENTLY build of it died half-way.
 INDEX_STATE = "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)"
 HNSW_INDEX_NAME_OF_BUILD = "clip_vector_builds_{version}_hnsw"
@@ -216,8 +263,9 @@ def replace_vector_column(storage: str, dimensions: int) -> str:
 
 
 def copy_from_builds(storage: str, dimensions: int) -> str:
-    """A version's build rows into `clips` for ids in (%s, %s], where clips lacks that very row
-    (re-running copies nothing twice; a build row written since is copied again)."""
+    """A version's build rows into `clips` for ids in (%s, %s] (a NULL bound: open), where
+    clips lacks that very row (re-running copies nothing twice; a build row written since is
+    copied again)."""
     return _render(
         """UPDATE {clips} c SET
             embedding = b.embedding::{type},
@@ -229,7 +277,8 @@ def copy_from_builds(storage: str, dimensions: int) -> str:
             embedding_attempts = 0,
             embedding_failed_at = NULL
         FROM {builds} b
-        WHERE b.version_id = %s AND b.clip_id = c.id AND c.id > %s AND c.id <= %s
+        WHERE b.version_id = %s AND b.clip_id = c.id
+          AND (c.id > %s) IS NOT FALSE AND (c.id <= %s) IS NOT FALSE
           AND (c.embedding IS NULL OR c.embedding_generated_at IS DISTINCT FROM b.generated_at
                OR c.embedding_text_hash IS DISTINCT FROM b.text_hash)""",
         clips=CLIPS,

@@ -28,7 +28,12 @@ from django.utils import timezone
 
 from embeddings.app_settings import EmbeddingSettings, embedding_settings
 from embeddings.backfill import sql
-from embeddings.backfill.index import build_hnsw_index, build_rows_index, drop_build_rows_index
+from embeddings.backfill.index import (
+    build_hnsw_index,
+    build_rows_index,
+    drop_build_rows_index,
+    owe_vector_indexes,
+)
 from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
 from embeddings.backfill.runs import execute_backfill
 from embeddings.backfill.selection import Selection
@@ -45,7 +50,6 @@ COPY_CHUNK = 5000  # clip ids per copying transaction
 MAX_PASSES = 5  # fill passes before the swap; edits arriving faster are caught after it
 LOCK_TIMEOUT = "2s"  # replacing the column waits at most this long for searches, then retries
 LOCK_ATTEMPTS = 30
-LAST_ID = 2**63 - 1
 
 
 @dataclass
@@ -256,6 +260,7 @@ class Switch:
             try:
                 with transaction.atomic(), connection.cursor() as cursor:
                     cursor.execute("SELECT set_config('lock_timeout', %s, true)", [LOCK_TIMEOUT])
+                    owe_vector_indexes()  # the column's indexes go with it: each comes back
                     cursor.execute(sql.replace_vector_column(version.storage, version.dimensions))
                     self._advance(Phase.REWRITING)
                 return
@@ -267,21 +272,24 @@ class Switch:
     def _rewrite_clips(self) -> None:
         version = self.version
         copy = sql.copy_from_builds(version.storage, version.dimensions)
+        after, more = None, True
         with connection.cursor() as cursor:
-            cursor.execute(sql.CLIP_ID_BOUNDS)
-            low, high = cursor.fetchone()
-            for start in range(low - 1, high, COPY_CHUNK):
-                cursor.execute(copy, self._copy_args(start, start + COPY_CHUNK))
+            while more:
+                cursor.execute(sql.NEXT_BUILD_CHUNK_END, [version.pk, after, COPY_CHUNK - 1])
+                row = cursor.fetchone()
+                upto, more = (row[0], True) if row else (None, False)
+                cursor.execute(copy, self._copy_args(after, upto))
+                after = upto
         build_hnsw_index(concurrently=True)
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(HOLD_SERVING_EXCLUSIVE, SERVING_LOCK)
-            cursor.execute(copy, self._copy_args(0, LAST_ID))  # rows written meanwhile
+            cursor.execute(copy, self._copy_args(None, None))  # rows written meanwhile
             self._advance(Phase.DONE)
         drop_build_rows_index(version.pk)
         with connection.cursor() as cursor:
             cursor.execute(sql.DELETE_BUILD_ROWS, [version.pk])
 
-    def _copy_args(self, after: int, upto: int) -> list:
+    def _copy_args(self, after, upto) -> list:
         v = self.version
         return [v.model, v.dimensions, v.pk, after, upto]
 

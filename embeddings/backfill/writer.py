@@ -9,6 +9,7 @@ is written only if its text still hashes to what was embedded, so a title edited
 batch was in flight never gets the old title's vector.
 """
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,11 +18,12 @@ from django.db import connection, transaction
 
 from embeddings.backfill import sql
 from embeddings.backfill.claims import release
+from embeddings.site_table.record import clip_key_type
 
 
 @dataclass(frozen=True)
 class EmbeddedClip:
-    id: int
+    id: int | uuid.UUID
     text_hash: str
     vector: np.ndarray
 
@@ -31,10 +33,19 @@ COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 COPY_TRAILER = b"\xff\xff"
 
 
-def copy_rows(clips: Sequence[EmbeddedClip]) -> np.ndarray:
-    """The binary COPY rows of (id bigint, embedding vector, text_hash text), to go between
+# The key's binary form: (numpy type, size, the value for it). uuid: its 16 bytes.
+KEY_FORMATS = {
+    "bigint": (">i8", 8, int),
+    "integer": (">i4", 4, int),
+    "uuid": ("S16", 16, lambda key: key.bytes),
+}
+
+
+def copy_rows(clips: Sequence[EmbeddedClip], key_type: str = "bigint") -> np.ndarray:
+    """The binary COPY rows of (id, embedding vector, text_hash text), to go between
     COPY_SIGNATURE and COPY_TRAILER: per row the field count, then each field's length and
     big-endian value (a vector: its size, a reserved int16, the floats)."""
+    key_dtype, key_size, key_value = KEY_FORMATS[key_type]
     dimensions = len(clips[0].vector)
     width = len(clips[0].text_hash)
     if any(len(clip.text_hash) != width for clip in clips):
@@ -43,7 +54,7 @@ def copy_rows(clips: Sequence[EmbeddedClip]) -> np.ndarray:
         [
             ("fields", ">i2"),
             ("id_size", ">i4"),
-            ("id", ">i8"),
+            ("id", key_dtype),
             ("vector_size", ">i4"),
             ("dimensions", ">i2"),
             ("reserved", ">i2"),
@@ -54,8 +65,8 @@ def copy_rows(clips: Sequence[EmbeddedClip]) -> np.ndarray:
     )
     rows = np.zeros(len(clips), dtype=row)
     rows["fields"] = 3
-    rows["id_size"] = 8
-    rows["id"] = [clip.id for clip in clips]
+    rows["id_size"] = key_size
+    rows["id"] = [key_value(clip.id) for clip in clips]
     rows["vector_size"] = 4 + 4 * dimensions
     rows["dimensions"] = dimensions
     vectors = rows["vector"]
@@ -66,7 +77,7 @@ def copy_rows(clips: Sequence[EmbeddedClip]) -> np.ndarray:
     return rows
 
 
-def _raw_connection():
+def _raw_connection(key_type: str):
     """The psycopg connection, with the session's staging table.
 
     The table is created (if missing) inside every write's transaction: a rolled-back
@@ -75,7 +86,7 @@ def _raw_connection():
     connection.ensure_connection()
     raw = connection.connection
     with raw.cursor() as cur:
-        cur.execute(sql.CREATE_STAGING)
+        cur.execute(sql.create_staging(key_type))
     return raw
 
 
@@ -91,12 +102,13 @@ def write_embeddings(
     clips' claims; return the ids written."""
     if not clips:
         return set()
+    key_type = clip_key_type(connection)
     with transaction.atomic():
-        raw = _raw_connection()
+        raw = _raw_connection(key_type)
         with raw.cursor() as cur:
             with cur.copy(sql.COPY_TO_STAGING) as copy:
                 copy.write(COPY_SIGNATURE)
-                copy.write(copy_rows(clips).view(np.uint8).data)
+                copy.write(copy_rows(clips, key_type).view(np.uint8).data)
                 copy.write(COPY_TRAILER)
             cur.execute(sql.ANALYZE_STAGING)
             if version_id is None:
@@ -108,11 +120,12 @@ def write_embeddings(
     return written
 
 
-def record_failures(failures: dict[int, str], *, run_id: int | None) -> None:
+def record_failures(failures: dict, *, run_id: int | None) -> None:
     """Keep why each clip failed, and free it: later runs select it again."""
     if not failures:
         return
     ids = list(failures)
     with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(sql.RECORD_FAILURES, [ids, [failures[i][:1000] for i in ids]])
+        statement = sql.record_failures(clip_key_type(connection))
+        cur.execute(statement, [ids, [failures[i][:1000] for i in ids]])
         release(ids, run_id, cursor=cur)

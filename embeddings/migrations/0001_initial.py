@@ -10,6 +10,23 @@ from django.db import migrations, models
 from pgvector.django import VectorExtension
 
 from embeddings.app_settings import declared_dimensions
+from embeddings.site_table.operations import OnOwnTable
+
+
+def remember_site_table(apps, schema_editor) -> None:
+    """A `clips` table that exists already is a site's own: record it (or refuse it, exit 2)
+    before anything else, so the steps below leave it alone (see embeddings.site_table)."""
+    from embeddings.app_settings import embedding_settings
+    from embeddings.site_table.record import remember
+
+    config = embedding_settings()
+    remember(schema_editor.connection, config.storage, config.dimensions)
+
+
+def forget_site_table(apps, schema_editor) -> None:
+    from embeddings.site_table.record import forget
+
+    forget(schema_editor.connection)
 
 
 # The vector size follows EMBEDDING_DIMENSIONS, as the model does, so a fresh database gets the
@@ -21,7 +38,8 @@ class Migration(migrations.Migration):
 
     operations = [
         # makemigrations never writes this; the vector type must exist before `clips` uses it.
-        VectorExtension(),
+        migrations.RunPython(remember_site_table, forget_site_table),
+        OnOwnTable(VectorExtension()),
         migrations.CreateModel(
             name="BackfillRun",
             fields=[
@@ -66,163 +84,165 @@ class Migration(migrations.Migration):
                 "ordering": ["-started_at"],
             },
         ),
-        migrations.CreateModel(
-            name="Clip",
-            fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+        OnOwnTable(
+            migrations.CreateModel(
+                name="Clip",
+                fields=[
+                    (
+                        "id",
+                        models.BigAutoField(
+                            auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                        ),
                     ),
-                ),
-                ("twitch_clip_id", models.CharField(max_length=255, unique=True)),
-                ("title", models.TextField()),
-                ("broadcaster_name", models.CharField(max_length=255)),
-                ("creator_name", models.CharField(max_length=255)),
-                ("game_id", models.CharField(blank=True, max_length=64, null=True)),
-                ("game_name", models.CharField(blank=True, max_length=255, null=True)),
-                ("is_removed", models.BooleanField(default=False)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "text_hash",
-                    models.GeneratedField(
-                        db_persist=True,
-                        expression=django.db.models.functions.text.MD5(
-                            django.db.models.functions.text.Substr(
-                                django.db.models.functions.text.Concat(
-                                    models.Case(
-                                        models.When(
-                                            django.db.models.lookups.GreaterThan(
-                                                django.db.models.functions.text.Length(
-                                                    django.db.models.functions.text.Trim(
-                                                        models.F("title")
-                                                    )
-                                                ),
-                                                0,
-                                            ),
-                                            then=django.db.models.functions.text.Concat(
-                                                models.Value(". Title: "),
-                                                django.db.models.functions.text.Trim(
-                                                    models.F("title")
-                                                ),
-                                            ),
-                                        ),
-                                        default=None,
-                                        output_field=models.CharField(),
-                                    ),
-                                    models.Case(
-                                        models.When(
-                                            django.db.models.lookups.GreaterThan(
-                                                django.db.models.functions.text.Length(
-                                                    django.db.models.functions.text.Trim(
-                                                        models.F("broadcaster_name")
-                                                    )
-                                                ),
-                                                0,
-                                            ),
-                                            then=django.db.models.functions.text.Concat(
-                                                models.Value(". Broadcaster: "),
-                                                django.db.models.functions.text.Trim(
-                                                    models.F("broadcaster_name")
-                                                ),
-                                            ),
-                                        ),
-                                        default=None,
-                                        output_field=models.CharField(),
-                                    ),
-                                    models.Case(
-                                        models.When(
-                                            models.Q(
+                    ("twitch_clip_id", models.CharField(max_length=255, unique=True)),
+                    ("title", models.TextField()),
+                    ("broadcaster_name", models.CharField(max_length=255)),
+                    ("creator_name", models.CharField(max_length=255)),
+                    ("game_id", models.CharField(blank=True, max_length=64, null=True)),
+                    ("game_name", models.CharField(blank=True, max_length=255, null=True)),
+                    ("is_removed", models.BooleanField(default=False)),
+                    ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                    (
+                        "text_hash",
+                        models.GeneratedField(
+                            db_persist=True,
+                            expression=django.db.models.functions.text.MD5(
+                                django.db.models.functions.text.Substr(
+                                    django.db.models.functions.text.Concat(
+                                        models.Case(
+                                            models.When(
                                                 django.db.models.lookups.GreaterThan(
                                                     django.db.models.functions.text.Length(
                                                         django.db.models.functions.text.Trim(
-                                                            models.F("creator_name")
+                                                            models.F("title")
                                                         )
                                                     ),
                                                     0,
                                                 ),
-                                                django.db.models.expressions.NegatedExpression(
-                                                    django.db.models.lookups.Exact(
-                                                        django.db.models.functions.text.Trim(
-                                                            models.F("creator_name")
-                                                        ),
+                                                then=django.db.models.functions.text.Concat(
+                                                    models.Value(". Title: "),
+                                                    django.db.models.functions.text.Trim(
+                                                        models.F("title")
+                                                    ),
+                                                ),
+                                            ),
+                                            default=None,
+                                            output_field=models.CharField(),
+                                        ),
+                                        models.Case(
+                                            models.When(
+                                                django.db.models.lookups.GreaterThan(
+                                                    django.db.models.functions.text.Length(
                                                         django.db.models.functions.text.Trim(
                                                             models.F("broadcaster_name")
-                                                        ),
-                                                    )
+                                                        )
+                                                    ),
+                                                    0,
+                                                ),
+                                                then=django.db.models.functions.text.Concat(
+                                                    models.Value(". Broadcaster: "),
+                                                    django.db.models.functions.text.Trim(
+                                                        models.F("broadcaster_name")
+                                                    ),
                                                 ),
                                             ),
-                                            then=django.db.models.functions.text.Concat(
-                                                models.Value(". Clipped by: "),
-                                                django.db.models.functions.text.Trim(
-                                                    models.F("creator_name")
-                                                ),
-                                            ),
+                                            default=None,
+                                            output_field=models.CharField(),
                                         ),
-                                        default=None,
-                                        output_field=models.CharField(),
-                                    ),
-                                    models.Case(
-                                        models.When(
-                                            django.db.models.lookups.GreaterThan(
-                                                django.db.models.functions.text.Length(
+                                        models.Case(
+                                            models.When(
+                                                models.Q(
+                                                    django.db.models.lookups.GreaterThan(
+                                                        django.db.models.functions.text.Length(
+                                                            django.db.models.functions.text.Trim(
+                                                                models.F("creator_name")
+                                                            )
+                                                        ),
+                                                        0,
+                                                    ),
+                                                    django.db.models.expressions.NegatedExpression(
+                                                        django.db.models.lookups.Exact(
+                                                            django.db.models.functions.text.Trim(
+                                                                models.F("creator_name")
+                                                            ),
+                                                            django.db.models.functions.text.Trim(
+                                                                models.F("broadcaster_name")
+                                                            ),
+                                                        )
+                                                    ),
+                                                ),
+                                                then=django.db.models.functions.text.Concat(
+                                                    models.Value(". Clipped by: "),
+                                                    django.db.models.functions.text.Trim(
+                                                        models.F("creator_name")
+                                                    ),
+                                                ),
+                                            ),
+                                            default=None,
+                                            output_field=models.CharField(),
+                                        ),
+                                        models.Case(
+                                            models.When(
+                                                django.db.models.lookups.GreaterThan(
+                                                    django.db.models.functions.text.Length(
+                                                        django.db.models.functions.text.Trim(
+                                                            models.F("game_name")
+                                                        )
+                                                    ),
+                                                    0,
+                                                ),
+                                                then=django.db.models.functions.text.Concat(
+                                                    models.Value(". Game: "),
                                                     django.db.models.functions.text.Trim(
                                                         models.F("game_name")
-                                                    )
-                                                ),
-                                                0,
-                                            ),
-                                            then=django.db.models.functions.text.Concat(
-                                                models.Value(". Game: "),
-                                                django.db.models.functions.text.Trim(
-                                                    models.F("game_name")
+                                                    ),
                                                 ),
                                             ),
+                                            default=None,
+                                            output_field=models.CharField(),
                                         ),
-                                        default=None,
                                         output_field=models.CharField(),
                                     ),
+                                    3,
                                     output_field=models.CharField(),
-                                ),
-                                3,
-                                output_field=models.CharField(),
-                            )
+                                )
+                            ),
+                            output_field=models.CharField(max_length=32),
                         ),
-                        output_field=models.CharField(max_length=32),
                     ),
-                ),
-                (
-                    "embedding",
-                    pgvector.django.vector.VectorField(
-                        blank=True, dimensions=declared_dimensions(), null=True
+                    (
+                        "embedding",
+                        pgvector.django.vector.VectorField(
+                            blank=True, dimensions=declared_dimensions(), null=True
+                        ),
                     ),
-                ),
-                ("embedding_model", models.CharField(blank=True, max_length=255, null=True)),
-                ("embedding_generated_at", models.DateTimeField(blank=True, null=True)),
-                ("embedding_dimensions", models.PositiveIntegerField(blank=True, null=True)),
-                ("embedding_text_hash", models.CharField(blank=True, max_length=32, null=True)),
-                ("embedding_error", models.TextField(blank=True, null=True)),
-                ("embedding_attempts", models.PositiveIntegerField(default=0)),
-                ("embedding_failed_at", models.DateTimeField(blank=True, null=True)),
-            ],
-            options={
-                "db_table": "clips",
-                "ordering": ["id"],
-                "indexes": [
-                    pgvector.django.indexes.HnswIndex(
-                        ef_construction=64,
-                        fields=["embedding"],
-                        m=16,
-                        name="clips_embedding_hnsw",
-                        opclasses=["vector_cosine_ops"],
-                    ),
-                    models.Index(fields=["created_at"], name="clips_created_at_idx"),
-                    models.Index(
-                        condition=models.Q(("embedding__isnull", True), ("is_removed", False)),
-                        fields=["id"],
-                        name="clips_unembedded_idx",
-                    ),
+                    ("embedding_model", models.CharField(blank=True, max_length=255, null=True)),
+                    ("embedding_generated_at", models.DateTimeField(blank=True, null=True)),
+                    ("embedding_dimensions", models.PositiveIntegerField(blank=True, null=True)),
+                    ("embedding_text_hash", models.CharField(blank=True, max_length=32, null=True)),
+                    ("embedding_error", models.TextField(blank=True, null=True)),
+                    ("embedding_attempts", models.PositiveIntegerField(default=0)),
+                    ("embedding_failed_at", models.DateTimeField(blank=True, null=True)),
                 ],
-            },
+                options={
+                    "db_table": "clips",
+                    "ordering": ["id"],
+                    "indexes": [
+                        pgvector.django.indexes.HnswIndex(
+                            ef_construction=64,
+                            fields=["embedding"],
+                            m=16,
+                            name="clips_embedding_hnsw",
+                            opclasses=["vector_cosine_ops"],
+                        ),
+                        models.Index(fields=["created_at"], name="clips_created_at_idx"),
+                        models.Index(
+                            condition=models.Q(("embedding__isnull", True), ("is_removed", False)),
+                            fields=["id"],
+                            name="clips_unembedded_idx",
+                        ),
+                    ],
+                },
+            )
         ),
     ]

@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from embeddings.site_table.operations import OnOwnTable
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -9,12 +11,14 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
-            model_name="clip",
-            index=models.Index(
-                condition=models.Q(("embedding_error__isnull", False)),
-                fields=["id"],
-                name="clips_failed_idx",
-            ),
+        OnOwnTable(
+            migrations.AddIndex(
+                model_name="clip",
+                index=models.Index(
+                    condition=models.Q(("embedding_error__isnull", False)),
+                    fields=["id"],
+                    name="clips_failed_idx",
+                ),
+            )
         ),
     ]

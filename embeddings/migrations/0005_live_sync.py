@@ -3,6 +3,8 @@
 import django.db.models.functions.datetime
 from django.db import migrations, models
 
+from embeddings.site_table.operations import OnOwnTable
+
 # A row's text_changed_at moves whenever its text columns change, however they were written
 # (raw SQL included): how long a clip has waited for its vector.
 TEXT_CHANGED_TRIGGER = """
@@ -31,24 +33,28 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddField(
-            model_name="clip",
-            name="text_changed_at",
-            field=models.DateTimeField(
-                db_default=django.db.models.functions.datetime.Now(), editable=False
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="clip",
-            index=models.Index(
-                condition=models.Q(
-                    ("is_removed", False),
-                    ("embedding__isnull", False),
-                    models.Q(("embedding_text_hash", models.F("text_hash")), _negated=True),
+        OnOwnTable(
+            migrations.AddField(
+                model_name="clip",
+                name="text_changed_at",
+                field=models.DateTimeField(
+                    db_default=django.db.models.functions.datetime.Now(), editable=False
                 ),
-                fields=["id"],
-                name="clips_edited_idx",
-            ),
+            )
         ),
-        migrations.RunSQL(TEXT_CHANGED_TRIGGER, reverse_sql=DROP_TEXT_CHANGED_TRIGGER),
+        OnOwnTable(
+            migrations.AddIndex(
+                model_name="clip",
+                index=models.Index(
+                    condition=models.Q(
+                        ("is_removed", False),
+                        ("embedding__isnull", False),
+                        models.Q(("embedding_text_hash", models.F("text_hash")), _negated=True),
+                    ),
+                    fields=["id"],
+                    name="clips_edited_idx",
+                ),
+            )
+        ),
+        OnOwnTable(migrations.RunSQL(TEXT_CHANGED_TRIGGER, reverse_sql=DROP_TEXT_CHANGED_TRIGGER)),
     ]

@@ -6,6 +6,8 @@ import django.utils.timezone
 import pgvector.django.vector
 from django.db import migrations, models
 
+from embeddings.site_table.operations import OnOwnTable
+
 
 def halfvec_column(apps, schema_editor) -> None:
     """With EMBEDDING_STORAGE=halfvec the column and its HNSW index become half precision (a
@@ -98,46 +100,48 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.CreateModel(
-            name="ClipVector",
-            fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+        OnOwnTable(
+            migrations.CreateModel(
+                name="ClipVector",
+                fields=[
+                    (
+                        "id",
+                        models.BigAutoField(
+                            auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                        ),
                     ),
-                ),
-                ("embedding", pgvector.django.vector.VectorField()),
-                ("text_hash", models.CharField(max_length=32)),
-                ("generated_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "clip",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="built_vectors",
-                        to="embeddings.clip",
+                    ("embedding", pgvector.django.vector.VectorField()),
+                    ("text_hash", models.CharField(max_length=32)),
+                    ("generated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                    (
+                        "clip",
+                        models.ForeignKey(
+                            on_delete=django.db.models.deletion.CASCADE,
+                            related_name="built_vectors",
+                            to="embeddings.clip",
+                        ),
                     ),
-                ),
-                (
-                    "version",
-                    models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="built_vectors",
-                        to="embeddings.embeddingversion",
+                    (
+                        "version",
+                        models.ForeignKey(
+                            db_index=False,
+                            on_delete=django.db.models.deletion.CASCADE,
+                            related_name="built_vectors",
+                            to="embeddings.embeddingversion",
+                        ),
                     ),
-                ),
-            ],
-            options={
-                "db_table": "clip_vector_builds",
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("version", "clip"), name="clip_vector_builds_unique"
-                    )
                 ],
-            },
+                options={
+                    "db_table": "clip_vector_builds",
+                    "constraints": [
+                        models.UniqueConstraint(
+                            fields=("version", "clip"), name="clip_vector_builds_unique"
+                        )
+                    ],
+                },
+            )
         ),
-        migrations.RunPython(halfvec_column, migrations.RunPython.noop),
+        OnOwnTable(migrations.RunPython(halfvec_column, migrations.RunPython.noop)),
         migrations.AddField(
             model_name="embeddingclaim",
             name="target",

@@ -5,13 +5,14 @@ Why: a vector ranks by meaning and is weak on names. With the local model the ha
 clip site by names: a handle, a game, words of a title.
 
 The text side. Every clip stores a generated `tsvector` (`search_document_expression`, GIN
-indexed): title and game through the `english` configuration (stemmed, stop words out), the
-names through `simple`, and each handle also whole, lowercased and marked, `@saltyknight_861`,
-as one lexeme. Whole, because the parser splits that handle at the underscore; marked, so that
-handle lexemes never equal words: a query word `clutch` looked up as a handle must not make the
-GIN index hand over every title holding `clutch` for a recheck, nor the planner expect as
-many rows. Weights: A the broadcaster's handle, B the creator's, C the game, D title words and
-name parts (ts_rank's default weights: 1.0, 0.4, 0.2, 0.1). A clip matches when it holds every
+indexed through `stored_document`): title and game through the `english` configuration
+(stemmed, stop words out), the names through `simple`, and each handle also whole,
+lowercased and marked, `@saltyknight_861`, as one lexeme. Whole, because the parser splits
+that handle at the underscore; marked, so that handle lexemes never equal words: a query word
+`clutch` looked up as a handle must not make the GIN index hand over every title holding
+`clutch` for a recheck, nor the planner expect as many rows. Weights: A the broadcaster's
+handle, B the creator's, C the game, D title words and name parts (ts_rank's default weights:
+1.0, 0.4, 0.2, 0.1). A clip matches when it holds every
 word of the query (`plainto_tsquery('english', q)`), or when a word of the query, lowercased,
 is its broadcaster's or creator's handle (an `@` before it is allowed: people type handles so).
 
@@ -49,7 +50,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 
 from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings
 from embeddings.exceptions import InvalidSearch
@@ -106,6 +107,13 @@ def search_document_expression() -> Expression:
     )
 
 
+def stored_document() -> Expression:
+    """What the GIN index holds: the stored document, or on a site's row the tool has not
+    written yet (NULL there: see `embeddings.site_table`) the same words computed from its
+    columns. The index is over this very expression, so PostgreSQL answers through it."""
+    return Coalesce(F(DOCUMENT), search_document_expression(), output_field=SearchVectorField())
+
+
 class _Matches(Func):
     """`document @@ query`, usable in filter() and When() (the GIN index answers it)."""
 
@@ -153,7 +161,7 @@ class TextQuery:
         """BROADCASTER_NAMED, CREATOR_NAMED or 0: whether a word of the query is a handle."""
         if not self.words:
             return Value(0, output_field=IntegerField())
-        document = F(DOCUMENT)
+        document = stored_document()
         return Case(
             When(_Matches(document, _handles(self.words, "A")), then=Value(BROADCASTER_NAMED)),
             When(_Matches(document, _handles(self.words, "B")), then=Value(CREATOR_NAMED)),
@@ -177,11 +185,11 @@ def text_queryset(
     tsquery = query.tsquery()
     # Unordered: the first matches the GIN bitmap yields. Ordered by id (the model's default),
     # the planner walked the primary key instead: 200,000 rows for a handle's first 1,000 clips.
-    found = queryset.filter(_Matches(F(DOCUMENT), tsquery)).order_by().values("pk")
+    found = queryset.filter(_Matches(stored_document(), tsquery)).order_by().values("pk")
     return (
         queryset.filter(pk__in=found[: max(n, RANKED_MATCHES)])
         .defer("embedding", DOCUMENT)
-        .annotate(named=query.named(), text_rank=SearchRank(F(DOCUMENT), tsquery))
+        .annotate(named=query.named(), text_rank=SearchRank(stored_document(), tsquery))
         .order_by("-named", "-text_rank", "pk")[:n]
     )
 

@@ -152,7 +152,7 @@ class Collector:
         hashes = {clip.id: clip for clip in embedded}
         rows = Clip.objects.with_text().filter(id__in=list(hashes))
         vectors = {}
-        for clip_id, text, text_hash in rows.values_list("id", "text", "text_hash"):
+        for clip_id, text, text_hash in rows.values_list("id", "text", "text_hash_now"):
             if text_hash == hashes[clip_id].text_hash:
                 sent = truncate_to_tokens(text, self.config.max_tokens_per_input)
                 vectors[sent] = hashes[clip_id].vector

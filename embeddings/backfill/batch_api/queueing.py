@@ -42,7 +42,7 @@ def queue_selection(
     caps = BatchCaps.from_settings(config)
     held: list[ClaimedClip] = []
     tokens = size = 0
-    cursor = taken = 0
+    cursor, taken = None, 0
     while limit is None or taken < limit:
         window = CLAIM_WINDOW if limit is None else min(CLAIM_WINDOW, limit - taken)
         clips, next_cursor = claim_next(selection, after_id=cursor, limit=window, run_id=run_id)

@@ -26,6 +26,7 @@ from embeddings.providers.batch_shapes import OPEN_STATUSES, RemoteBatch
 from embeddings.providers.tokens import estimate_tokens, truncate_to_tokens
 from embeddings.service.cache import EmbeddingCache
 from embeddings.service.packing import pack_requests
+from embeddings.site_table.fields import clip_key
 
 if TYPE_CHECKING:  # the client pulls in openai: see providers/batch_shapes.py
     from embeddings.providers.openai_batch import OpenAIBatchClient
@@ -114,7 +115,7 @@ def request_file(
         .with_text()
         .filter(id__in=batch.items.values("clip_id"))
         .order_by("id")
-        .values_list("id", "text", "text_hash")
+        .values_list("id", "text", "text_hash_now")
     )
     sendable: list[tuple[int, str, str]] = []
     blank: dict[int, str] = {}
@@ -160,11 +161,12 @@ def request_file(
     return b"".join(lines)
 
 
-def request_clips(custom_id: str, batch_pk: int, ids: list[int]) -> list[int] | None:
+def request_clips(custom_id: str, batch_pk: int, ids: list) -> list | None:
     """The clip ids (in input order) a custom id of `batch_pk` covers; `ids` sorted. None if
     the id is not one of this batch's."""
     try:
-        row, first, last = (int(part) for part in custom_id.split(":"))
+        row, first, last = custom_id.split(":")
+        row, first, last = int(row), clip_key(first), clip_key(last)
     except ValueError:
         return None
     if row != batch_pk:

@@ -25,10 +25,11 @@ from embeddings.backfill.preflight import preflight
 from embeddings.backfill.progress_report import ProgressReporter, format_duration, summary_lines
 from embeddings.backfill.runs import cost_usd, execute_backfill
 from embeddings.backfill.selection import Selection
+from embeddings.backfill.site_vectors import check_site_vectors, site_vectors
 from embeddings.backfill.switch import SwitchOptions, rewrite_served
 from embeddings.backfill.write_mode import WriteMode, choose_write_mode
 from embeddings.management.base import EmbeddingCommand
-from embeddings.models import BackfillRun, served_settings
+from embeddings.models import BackfillRun, served_settings, site_vector_q
 from embeddings.service.factory import (
     build_batch_client,
     build_embedding_cache,
@@ -163,9 +164,15 @@ class Command(EmbeddingCommand):
             self._enqueue(selection, opts)
             return
 
-        plan = choose_write_mode(options, config, rebuild_index=opts["rebuild_index"])
         service = build_embedding_service(config, concurrency=concurrency)
         quiet = opts["json"] or opts["verbosity"] == 0
+        if not opts["dry_run"]:
+            check_site_vectors(
+                service,
+                config,
+                on_step=None if quiet else lambda s: self.stdout.write(f"Step: {s}"),
+            )
+        plan = choose_write_mode(options, config, rebuild_index=opts["rebuild_index"])
         if not quiet:
             self.stdout.write("Starting embedding backfill")
             self.stdout.write(
@@ -346,7 +353,12 @@ class Command(EmbeddingCommand):
         return f"{progress.failed} clips failed; they are recorded and the next run retries them"
 
     def _estimate(self, options: BackfillOptions, config: EmbeddingSettings, as_json: bool) -> None:
-        found = estimate(options.selection.queryset(), config, limit=options.limit)
+        queryset = options.selection.queryset()
+        site = site_vectors(config)
+        if site is not None and not options.selection.force:
+            # The site's own vectors of this model are to be kept, but for the sample.
+            queryset = queryset.exclude(site_vector_q(config.model))
+        found = estimate(queryset, config, limit=options.limit)
         cost = found.cost_usd
         if as_json:
             data = {
@@ -361,9 +373,22 @@ class Command(EmbeddingCommand):
                     "fits_queue": found.fits_batch_queue,
                     "queue_tokens": config.batch_queue_tokens,
                 },
+                "site_vectors": None
+                if site is None
+                else {
+                    "kept": site.labelled - site.sample,
+                    "checked": site.sample,
+                    "replaced": site.replaced,
+                },
             }
             self.stdout.write(json.dumps(data, indent=2))
             return
+        if site is not None:
+            self.stdout.write(
+                f"The site's own vectors: {site.labelled - site.sample} of {config.model} kept"
+                f" if a check of {site.sample} agrees (else replaced, {site.labelled} in all),"
+                f" {site.replaced} of other models or unlabelled replaced"
+            )
         self.stdout.write(f"Clips to embed: {found.clips}")
         self.stdout.write(f"Estimated tokens: {found.tokens} in at least {found.requests} requests")
         price = f"${cost:.4f} at list price" if cost is not None else "unknown price for model"

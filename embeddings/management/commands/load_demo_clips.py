@@ -1,8 +1,10 @@
 """`manage.py load_demo_clips`: fill `clips` with realistic demo data for search and backfills."""
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 
 from embeddings.demo.loader import load_demo_clips
+from embeddings.site_table.record import site_table
 
 
 class Command(BaseCommand):
@@ -21,6 +23,12 @@ class Command(BaseCommand):
         if count <= 0:
             raise CommandError(
                 f"--count must be a positive number of clips, got {count}", returncode=2
+            )
+        if site_table(connection) is not None:
+            raise CommandError(
+                "clips is the site's own table (taken in by migrate): demo clips go only into"
+                " a clips table the tool created; point DATABASE_URL at another database",
+                returncode=2,
             )
         result = load_demo_clips(count, seed=seed, replace=replace)
         self.stdout.write(

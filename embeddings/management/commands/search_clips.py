@@ -10,6 +10,7 @@ the same question twice costs one API call.
 import json
 
 from django.core.management.base import CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
 
 from embeddings.backfill.preflight import preflight
 from embeddings.management.base import EmbeddingCommand
@@ -70,7 +71,8 @@ class Command(EmbeddingCommand):
         if coverage is not None and coverage.low:
             self.stderr.write(self.style.WARNING(_coverage_warning(coverage)))
         if opts["json"]:
-            self.stdout.write(json.dumps([_as_dict(rank, c) for rank, c in enumerate(clips, 1)]))
+            rows = [_as_dict(rank, c) for rank, c in enumerate(clips, 1)]
+            self.stdout.write(json.dumps(rows, cls=DjangoJSONEncoder))  # a uuid key as text
             return
         if not clips:
             self.stdout.write(NOTHING_FOUND[mode])
