@@ -14,6 +14,9 @@ DEMO_QUERY ?= insane clutch in Valorant
 # OpenAI when a key or an endpoint is configured (environment or .env), else the local model.
 HAS_API := $(or $(OPENAI_API_KEY),$(OPENAI_BASE_URL),$(shell grep -sE '^(OPENAI_API_KEY|OPENAI_BASE_URL)=.+' .env))
 DEMO_ENV := $(if $(HAS_API),,EMBEDDING_PROVIDER=local EMBEDDING_MODEL=all-MiniLM-L6-v2 EMBEDDING_DIMENSIONS=384 EMBEDDED_DATABASE_NAME=clip_demo)
+# `make serve` on the embedded server serves what `make demo` made; with a DATABASE_URL, that.
+HAS_DATABASE := $(or $(DATABASE_URL),$(shell grep -sE '^DATABASE_URL=.+' .env))
+SERVE_ENV := $(if $(HAS_DATABASE),,$(DEMO_ENV))
 
 # make serve: the port to listen on (127.0.0.1 only).
 PORT ?= 8000
@@ -47,12 +50,12 @@ demo: $(if $(HAS_API),install,install-local)
 
 # The admin behind gunicorn, styled with DEBUG off (WhiteNoise), and /metrics. The admin user
 # comes from DJANGO_SUPERUSER_USERNAME / _PASSWORD / _EMAIL when they are set.
-serve: install
-	$(BIN)/python manage.py migrate --noinput
+serve: $(if $(SERVE_ENV),install-local,install)
+	$(SERVE_ENV) $(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python manage.py ensure_superuser
+	$(SERVE_ENV) $(BIN)/python manage.py ensure_superuser
 	@echo "Open http://127.0.0.1:$(PORT)/admin/embeddings/clip/coverage/ (metrics: /metrics)"
-	exec $(BIN)/gunicorn project.wsgi --bind 127.0.0.1:$(PORT) --workers 2 --access-logfile -
+	$(SERVE_ENV) exec $(BIN)/gunicorn project.wsgi --bind 127.0.0.1:$(PORT) --workers 2 --access-logfile -
 
 test: install-local
 	$(BIN)/ruff check .

@@ -2,19 +2,10 @@
 in, the admin is styled, its stylesheets are served hashed, cached for ever and compressed, and
 the coverage page and `/metrics` tell the database's true numbers."""
 
-import contextlib
 import gzip
 import os
 import re
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
-from email.message import Message
-from pathlib import Path
 
 import pytest
 from django.db.models import F
@@ -25,6 +16,7 @@ from tests.support.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_br
 from tests.support.clips import make_clips
 from tests.support.commands import ROOT, embed
 from tests.support.database import database_url_of_tests
+from tests.support.serving import free_port, get, start_serve, stop, wait_until_it_answers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,12 +27,6 @@ USERNAME, PASSWORD = "ops", "ops-serve-test-password"
 UNSTYLED_BACKGROUND = "rgba(0, 0, 0, 0)"
 HASHED_STATIC_NAME = re.compile(r"/static/.+\.[0-9a-f]{12}\.css$")
 FOREVER = "max-age=315360000"  # WhiteNoise's Cache-Control for content-hashed names
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _serve_env(port: int) -> dict[str, str]:
@@ -61,68 +47,6 @@ def _serve_env(port: int) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-def _start_serve(port: int, log: Path) -> subprocess.Popen:
-    # `-o` takes the venv's install stamp as up to date: this test runs from that venv, and a
-    # `pyproject.toml` edited since the last install must not make a test run pip.
-    return subprocess.Popen(
-        ["make", "--no-print-directory", "-o", ".venv/.installed-stamp", "serve"],
-        cwd=ROOT,
-        env=_serve_env(port),
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # make, its shell and gunicorn's workers: one process group
-    )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """End the whole process group, gracefully first, and wait until none of it is left."""
-    group = process.pid
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        process.poll()
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
-def _get(url: str, **headers: str) -> tuple[int, Message, bytes]:
-    """Status, headers (case-insensitive) and raw body; redirects followed."""
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read()
-
-
-def _wait_until_it_answers(url: str, process: subprocess.Popen, log: Path) -> None:
-    """Poll until `url` answers 200 (the login page it redirects to) or the server dies."""
-    deadline = time.monotonic() + 180  # migrate + collectstatic + gunicorn's boot
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"make serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            status, _, _ = _get(url)
-            if status == 200:
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{url} did not answer within 180 s:\n{log.read_text()}")
-        time.sleep(0.1)
 
 
 def _metric(text: str, name: str) -> float:
@@ -160,15 +84,15 @@ def test_make_serve_serves_a_styled_admin_with_true_numbers(embedding_config, tm
     ARTIFACTS.mkdir(exist_ok=True)
     DOCS.mkdir(exist_ok=True)
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "make-serve.log"
-    server = _start_serve(port, log)
+    server = start_serve(_serve_env(port), log)
     try:
-        _wait_until_it_answers(base + COVERAGE_PATH, server, log)
+        wait_until_it_answers(base + COVERAGE_PATH, server, log)
         assert f"Open {base}{COVERAGE_PATH}" in log.read_text()
 
-        status, _, body = _get(base + "/metrics")
+        status, _, body = get(base + "/metrics")
         assert status == 200, body
         metrics = body.decode()
         assert _metric(metrics, "clip_embeddings_live_clips") == counts["live"]
@@ -230,18 +154,18 @@ def test_make_serve_serves_a_styled_admin_with_true_numbers(embedding_config, tm
         assert stylesheets, "the page links no stylesheet"
         for href in stylesheets:
             assert HASHED_STATIC_NAME.search(href), f"{href} is not a hashed static name"
-            status, headers, plain = _get(href)
+            status, headers, plain = get(href)
             assert status == 200, (href, status)
             assert headers["Content-Type"].startswith("text/css"), headers
             assert FOREVER in headers["Cache-Control"], headers
             assert "immutable" in headers["Cache-Control"], headers
-            status, headers, packed = _get(href, **{"Accept-Encoding": "gzip, br"})
+            status, headers, packed = get(href, **{"Accept-Encoding": "gzip, br"})
             assert status == 200, (href, status)
             assert headers.get("Content-Encoding") in ("gzip", "br"), headers
             if headers["Content-Encoding"] == "gzip":
                 assert gzip.decompress(packed) == plain
             assert len(packed) < len(plain)
     finally:
-        _stop(server)
+        stop(server)
 
     assert (DOCS / "coverage-page.png").stat().st_size > 10_000

@@ -29,6 +29,20 @@ def forget_site_table(apps, schema_editor) -> None:
     forget(schema_editor.connection)
 
 
+def vector_index_unless_halfvec(apps, schema_editor) -> None:
+    from embeddings.app_settings import embedding_settings
+
+    if embedding_settings().storage != "halfvec":
+        schema_editor.execute(
+            "CREATE INDEX clips_embedding_hnsw ON clips USING hnsw (embedding vector_cosine_ops)"
+            " WITH (m = 16, ef_construction = 64)"
+        )
+
+
+def drop_vector_index(apps, schema_editor) -> None:
+    schema_editor.execute("DROP INDEX IF EXISTS clips_embedding_hnsw")
+
+
 # The vector size follows EMBEDDING_DIMENSIONS, as the model does, so a fresh database gets the
 # configured size (an existing one is resized with `manage.py resize_embeddings`).
 class Migration(migrations.Migration):
@@ -228,13 +242,6 @@ class Migration(migrations.Migration):
                     "db_table": "clips",
                     "ordering": ["id"],
                     "indexes": [
-                        pgvector.django.indexes.HnswIndex(
-                            ef_construction=64,
-                            fields=["embedding"],
-                            m=16,
-                            name="clips_embedding_hnsw",
-                            opclasses=["vector_cosine_ops"],
-                        ),
                         models.Index(fields=["created_at"], name="clips_created_at_idx"),
                         models.Index(
                             condition=models.Q(("embedding__isnull", True), ("is_removed", False)),
@@ -243,6 +250,28 @@ class Migration(migrations.Migration):
                         ),
                     ],
                 },
+            )
+        ),
+        # The vector index apart, so that a first migrate with EMBEDDING_STORAGE=halfvec (past
+        # 2,000 dimensions, which HNSW over `vector` refuses) leaves it to 0008 to build it
+        # over halfvec.
+        OnOwnTable(
+            migrations.SeparateDatabaseAndState(
+                state_operations=[
+                    migrations.AddIndex(
+                        model_name="clip",
+                        index=pgvector.django.indexes.HnswIndex(
+                            ef_construction=64,
+                            fields=["embedding"],
+                            m=16,
+                            name="clips_embedding_hnsw",
+                            opclasses=["vector_cosine_ops"],
+                        ),
+                    ),
+                ],
+                database_operations=[
+                    migrations.RunPython(vector_index_unless_halfvec, drop_vector_index),
+                ],
             )
         ),
     ]

@@ -603,7 +603,7 @@ def _load_vectors(
     return start
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     """`url` with its database replaced (socket URIs keep their ?host=)."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
@@ -667,7 +667,7 @@ class SiteDatabase:
         name = f"site_{secrets.token_hex(6)}"
         site = cls(
             name=name,
-            url=_with_database(server_url, name),
+            url=with_database(server_url, name),
             admin_url=server_url,
             key=key,
             clips=clips,
