@@ -48,3 +48,7 @@ def clip_text_hash_expression() -> Expression:
 def text_hash(text: str) -> str:
     """Hash a text the way PostgreSQL's md5() does, for cache keys and provenance."""
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+# A clip whose every text field is blank: nothing to embed (the API refuses an empty input).
+BLANK_TEXT_HASH = text_hash("")

@@ -16,7 +16,7 @@ from django.db.models import Case, Count, DateField, Min, Q, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from embeddings.models import Clip, current_embedding_q, failed_q
+from embeddings.models import BLANK_Q, Clip, current_embedding_q, failed_q
 
 CHART_DAYS = 30
 TOP_FAILURE_REASONS = 5
@@ -51,7 +51,8 @@ class CoverageReport:
     current: int
     stale: int  # holds a vector, but not one of its present text, model and size
     failed: int  # the last attempt failed and no current vector (it may be stale too)
-    never_embedded: int  # live, no vector at all
+    never_embedded: int  # live, no vector at all, some text to embed
+    blank: int  # live, every text field blank: nothing to embed
     removed: int
     failure_reasons: list[tuple[str, int]]
     models: list[ModelCoverage]
@@ -65,18 +66,20 @@ class CoverageReport:
     @property
     def missing(self) -> int:
         """Live clips the next run would embed."""
-        return self.live - self.current
+        return self.live - self.blank - self.current
 
     @property
     def coverage_percent(self) -> float:
-        return _percent(self.current, self.live)
+        """Of the live clips that have text to embed."""
+        return _percent(self.current, self.live - self.blank)
 
 
 def _count_expressions(model: str, dimensions: int) -> dict[str, Count | Min]:
-    pending = Q(is_removed=False) & ~current_embedding_q(model, dimensions)
+    pending = Q(is_removed=False) & ~current_embedding_q(model, dimensions) & ~BLANK_Q
     return {
         "oldest_pending_at": Min("text_changed_at", filter=pending),
         "live": Count("pk", filter=Q(is_removed=False)),
+        "blank": Count("pk", filter=Q(is_removed=False) & BLANK_Q),
         "removed": Count("pk", filter=Q(is_removed=True)),
         "with_vector": Count("pk", filter=Q(is_removed=False, embedding__isnull=False)),
         "current": Count("pk", filter=Q(is_removed=False) & current_embedding_q(model, dimensions)),
@@ -87,6 +90,7 @@ def _count_expressions(model: str, dimensions: int) -> dict[str, Count | Min]:
 @dataclass(frozen=True)
 class CoverageCounts:
     live: int
+    blank: int
     current: int
     stale: int
     failed: int
@@ -100,13 +104,14 @@ class CoverageCounts:
     @property
     def pending(self) -> int:
         """Live clips the next run would embed: no vector, or a stale one."""
-        return self.live - self.current
+        return self.live - self.blank - self.current
 
 
 def coverage_counts(model: str, dimensions: int) -> CoverageCounts:
     totals = Clip.objects.order_by().aggregate(**_count_expressions(model, dimensions))
     return CoverageCounts(
         live=totals["live"],
+        blank=totals["blank"],
         current=totals["current"],
         stale=totals["with_vector"] - totals["current"],
         failed=totals["failed"],
@@ -145,7 +150,8 @@ def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> C
     current_made_on: Counter = Counter()
     created_on: Counter = Counter()
     for group in groups:
-        counts = {k: group[k] for k in ("live", "removed", "with_vector", "current", "failed")}
+        names = ("live", "blank", "removed", "with_vector", "current", "failed")
+        counts = {k: group[k] for k in names}
         totals.update(counts)
         key = (group["embedding_model"], group["embedding_dimensions"])
         by_model.setdefault(key, Counter()).update(counts)
@@ -162,7 +168,8 @@ def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> C
         current=totals["current"],
         stale=totals["with_vector"] - totals["current"],
         failed=totals["failed"],
-        never_embedded=totals["live"] - totals["with_vector"],
+        never_embedded=totals["live"] - totals["with_vector"] - totals["blank"],
+        blank=totals["blank"],
         removed=totals["removed"],
         failure_reasons=_failure_reasons(failed),
         oldest_pending_at=min(waiting_since, default=None),
@@ -209,7 +216,7 @@ def _days(
         day = first_day + timedelta(days=offset)
         created_later = sum(n for d, n in created_on.items() if d > day)
         current_later = sum(n for d, n in current_made_on.items() if d > day)
-        live = totals["live"] - created_later
+        live = totals["live"] - totals["blank"] - created_later
         result.append(
             DayCoverage(
                 day=day,

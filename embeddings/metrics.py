@@ -35,6 +35,10 @@ class EmbeddingCollector:
                 counts.current,
             ),
             "pending_clips": ("Live clips the next run would embed.", counts.pending),
+            "blank_clips": (
+                "Live clips with no text to embed (every text field blank).",
+                counts.blank,
+            ),
             "stale_clips": (
                 "Live clips whose vector is of other text, model or size.",
                 counts.stale,

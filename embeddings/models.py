@@ -13,7 +13,11 @@ from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
 from embeddings import live_sync
 from embeddings.app_settings import EmbeddingSettings, declared_dimensions, embedding_settings
-from embeddings.clip_text import clip_text_expression, clip_text_hash_expression
+from embeddings.clip_text import (
+    BLANK_TEXT_HASH,
+    clip_text_expression,
+    clip_text_hash_expression,
+)
 from embeddings.search.hybrid import (
     Mode,
     find_clips,
@@ -36,6 +40,10 @@ EDITED_Q = models.Q(embedding__isnull=False, text_hash__isnull=False) & ~models.
 # long, at most this many times; later, only a backfill run retries it (or a new edit).
 RETRY_FAILED_AFTER = timedelta(minutes=15)
 AUTOMATIC_ATTEMPTS = 5
+
+
+# Live clips with nothing to embed (every text field blank): counted apart, never selected.
+BLANK_Q = models.Q(text_hash=BLANK_TEXT_HASH)
 
 
 def text_hash_now() -> models.Expression:
@@ -124,14 +132,16 @@ class ClipQuerySet(models.QuerySet):
         return self.filter(current_embedding_q(model, dimensions))
 
     def pending(self, model: str, dimensions: int) -> "ClipQuerySet":
-        """Live clips that need a vector: none yet, or one made from other text, model or size."""
-        return self.live().exclude(current_embedding_q(model, dimensions))
+        """Live clips that need a vector: none yet, or one made from other text, model or size
+        (a clip with no text to embed needs none)."""
+        return self.live().exclude(current_embedding_q(model, dimensions)).exclude(BLANK_Q)
 
     def awaiting_vector(self) -> "ClipQuerySet":
         """Live clips new or edited since their vector: what live sync and the sweep embed
         (a model change is not here: that is a backfill's or a switch's to pay for). A clip
         that failed rests a while before it is tried again, so a poison input never loops."""
-        return self.live().filter(models.Q(embedding__isnull=True) | EDITED_Q).exclude(_resting())
+        awaiting = models.Q(embedding__isnull=True) | EDITED_Q
+        return self.live().filter(awaiting).exclude(_resting()).exclude(BLANK_Q)
 
     def awaiting_vector_ids(self, *, after_id, limit: int) -> "ClipQuerySet":
         """The first `limit` ids of `awaiting_vector()` after `after_id` (None: from the
@@ -143,7 +153,8 @@ class ClipQuerySet(models.QuerySet):
         if after_id is not None:
             never, edited = never.filter(id__gt=after_id), edited.filter(id__gt=after_id)
         arms = [
-            arm.exclude(_resting()).order_by("id").values("id")[:limit] for arm in (never, edited)
+            arm.exclude(_resting()).exclude(BLANK_Q).order_by("id").values("id")[:limit]
+            for arm in (never, edited)
         ]
         return arms[0].union(arms[1], all=True).order_by("id")[:limit]
 
@@ -422,6 +433,7 @@ class EmbeddingBatch(models.Model):
     collected_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name_plural = "embedding batches"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(
