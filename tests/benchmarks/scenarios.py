@@ -41,6 +41,9 @@ class Sizes:
     switch_clips: int = 20_000
     switch_idle_seconds: int = 5  # searched before the switch starts
     storage_vectors: int = 20_000  # vector against halfvec, at 1536 dimensions
+    site_migrate_clips: int = 1_000_000  # migrate on a site's table, under its writes
+    site_backfill_clips: int = 20_000  # the backfill on a site's table against the tool's own
+    site_backfill_runs: int = 2  # of each table, alternating; the fastest counts
 
 
 FULL = Sizes()
@@ -59,6 +62,9 @@ QUICK = Sizes(
     2_000,
     2,
     2_000,
+    site_migrate_clips=2_000,
+    site_backfill_clips=1_000,
+    site_backfill_runs=1,
 )
 
 
@@ -423,6 +429,15 @@ def in_flight_sharing(bench: Bench) -> Outcome:
     return measure(bench)
 
 
+def site_table(bench: Bench) -> Outcome:
+    """The tool in a site's own table: the longest site write wait during `migrate` on
+    1,000,000 clips, and the backfill's rate there against the tool's own table
+    (tests/benchmarks/site_table.py)."""
+    from tests.benchmarks.site_table import site_table as measure
+
+    return measure(bench)
+
+
 SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     service_alone,
     in_flight_sharing,
@@ -437,4 +452,5 @@ SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     shared_budget,
     switch_embeddings,
     halfvec_vs_vector,
+    site_table,
 )
