@@ -282,13 +282,21 @@ def main(argv: list[str]) -> int:
         "PYTHONUNBUFFERED": "1",
     }
     cache = redis.Redis.from_url(redis_url)
+    from django.core.cache import caches
     from django.core.cache.backends.base import default_key_func
 
+    from embeddings.service.cache import EmbeddingCache
     from project import settings
 
-    prefix = default_key_func(
-        f"{model}:{DIMENSIONS}:", settings.CACHES["embeddings"]["KEY_PREFIX"], 1
+    # The runs' own key for a text, less its hash (the cache a run builds from this env).
+    keys = EmbeddingCache(
+        caches["embeddings"],
+        source=server.base_url.split("://", 1)[-1].rstrip("/"),
+        model=model,
+        dimensions=DIMENSIONS,
+        ttl=1,
     )
+    prefix = default_key_func(keys.key("")[:-32], settings.CACHES["embeddings"]["KEY_PREFIX"], 1)
     soak = Soak(env=env, server=server, cache=cache, cache_key_prefix=prefix)
     try:
         print(f"Loading {args.clips:,} demo clips into {database.name}...", file=sys.stderr)

@@ -9,6 +9,7 @@ from django_redis.cache import RedisCache
 from embeddings.service.cache import EmbeddingCache
 from tests.support.openai_server import expected_vector
 
+SOURCE = "api.openai.com/v1"
 MODEL = "text-embedding-3-small"
 DIMS = 64
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
@@ -25,7 +26,7 @@ def vectors_for(texts: list[str], dims: int = DIMS) -> dict[str, np.ndarray]:
 
 
 def test_cached_vectors_come_back_exactly_and_missing_texts_are_absent(backend):
-    cache = EmbeddingCache(backend, model=MODEL, dimensions=DIMS, ttl=600)
+    cache = EmbeddingCache(backend, source=SOURCE, model=MODEL, dimensions=DIMS, ttl=600)
     stored = vectors_for([f"clip {i}" for i in range(2500)])  # more than one chunk each way
     cache.set_many(stored)
 
@@ -36,14 +37,21 @@ def test_cached_vectors_come_back_exactly_and_missing_texts_are_absent(backend):
         np.testing.assert_array_equal(vector, stored[text])
 
 
-def test_a_vector_cached_for_one_model_or_size_is_never_served_for_another(backend):
-    EmbeddingCache(backend, model=MODEL, dimensions=DIMS, ttl=600).set_many(vectors_for(["a"]))
+def test_a_vector_cached_for_one_source_model_or_size_is_never_served_for_another(backend):
+    EmbeddingCache(backend, source=SOURCE, model=MODEL, dimensions=DIMS, ttl=600).set_many(
+        vectors_for(["a"])
+    )
 
-    other_size = EmbeddingCache(backend, model=MODEL, dimensions=32, ttl=600)
-    other_model = EmbeddingCache(backend, model="text-embedding-3-large", dimensions=DIMS, ttl=600)
+    other_size = EmbeddingCache(backend, source=SOURCE, model=MODEL, dimensions=32, ttl=600)
+    other_model = EmbeddingCache(
+        backend, source=SOURCE, model="text-embedding-3-large", dimensions=DIMS, ttl=600
+    )
+
+    other_source = EmbeddingCache(backend, source="local", model=MODEL, dimensions=DIMS, ttl=600)
 
     assert other_size.get_many(["a"]) == {}
     assert other_model.get_many(["a"]) == {}
+    assert other_source.get_many(["a"]) == {}
 
 
 @pytest.mark.parametrize(
@@ -57,14 +65,14 @@ def test_a_vector_cached_for_one_model_or_size_is_never_served_for_another(backe
     ids=["truncated", "wrong-size", "nan", "not-bytes"],
 )
 def test_a_corrupt_entry_is_a_miss_not_a_vector(backend, bad_value):
-    cache = EmbeddingCache(backend, model=MODEL, dimensions=DIMS, ttl=600)
+    cache = EmbeddingCache(backend, source=SOURCE, model=MODEL, dimensions=DIMS, ttl=600)
     backend.set(cache.key("a"), bad_value)
 
     assert cache.get_many(["a"]) == {}
 
 
 def test_entries_expire_after_the_configured_ttl(backend):
-    cache = EmbeddingCache(backend, model=MODEL, dimensions=DIMS, ttl=900)
+    cache = EmbeddingCache(backend, source=SOURCE, model=MODEL, dimensions=DIMS, ttl=900)
     cache.set_many(vectors_for(["a"]))
 
     assert 800 < backend.ttl(cache.key("a")) <= 900
@@ -74,7 +82,11 @@ def test_an_unreachable_backend_is_logged_once_and_bypassed(caplog):
     caplog.set_level(logging.INFO, logger="embeddings")
     timeouts = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}
     cache = EmbeddingCache(
-        RedisCache(CLOSED_PORT_URL, {"OPTIONS": timeouts}), model=MODEL, dimensions=DIMS, ttl=60
+        RedisCache(CLOSED_PORT_URL, {"OPTIONS": timeouts}),
+        source=SOURCE,
+        model=MODEL,
+        dimensions=DIMS,
+        ttl=60,
     )
 
     assert cache.get_many(["a", "b"]) == {}

@@ -44,6 +44,7 @@ from tests.support.openai_server import (
 from tests.support.private_redis import PrivateRedis
 from tests.support.waiting import wait_for
 
+SOURCE = "api.openai.com/v1"
 MODEL = "text-embedding-3-small"
 DIMS = 64
 # Recognisable, so a leak into a message or a log record is easy to find.
@@ -116,7 +117,7 @@ CACHE_TTL = 600
 def redis_cache(redis_url: str, unique_prefix: str) -> EmbeddingCache:
     """An EmbeddingCache on a real django-redis backend, under this test's own prefix."""
     backend = RedisCache(redis_url, {"KEY_PREFIX": unique_prefix})
-    return EmbeddingCache(backend, model=MODEL, dimensions=DIMS, ttl=CACHE_TTL)
+    return EmbeddingCache(backend, source=SOURCE, model=MODEL, dimensions=DIMS, ttl=CACHE_TTL)
 
 
 # -- 1. few requests, nothing sent twice, a second pass is free ----------------------------------
@@ -381,7 +382,7 @@ def own_redis(tmp_path) -> Iterator[PrivateRedis]:
 def _service_on(own: PrivateRedis, make_service, unique_prefix: str) -> EmbeddingService:
     timeouts = {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}
     backend = RedisCache(own.url, {"KEY_PREFIX": unique_prefix, "OPTIONS": timeouts})
-    cache = EmbeddingCache(backend, model=MODEL, dimensions=DIMS, ttl=CACHE_TTL)
+    cache = EmbeddingCache(backend, source=SOURCE, model=MODEL, dimensions=DIMS, ttl=CACHE_TTL)
     limiter = build_rate_limiter(redis_url=own.url, **UNLIMITED, key=f"{unique_prefix}:ratelimit")
     return make_service(cache=cache, limiter=limiter, limits=replace(LIMITS, max_inputs=25))
 

@@ -1,13 +1,14 @@
 """Embeddings cached through Django's cache framework (alias `embeddings`).
 
-Keys name the model, the size and a hash of the text, so changing either never serves an old
-vector. Values are raw float32 bytes (3 KiB at 768 dimensions), not pickled float lists. A
-batch costs one round trip each way per chunk. On django-redis those round trips are one MGET
-and one Lua call setting every key with its TTL, on django-redis's own connection pool: its
-get_many/set_many pickle each value and queue a command per key, which cost 124 and 241 ms per
-2,048 vectors here against 12 and 120 ms, nearly all of it holding the GIL the embedding
-threads need. Any other backend goes through Django's cache API. A failing backend is logged
-once and bypassed for a while: the cache saves money, it must never fail a run.
+Keys name the vectors' source, the model, the size and a hash of the text, so changing any of
+them never serves an old vector. Values are raw float32 bytes (3 KiB at 768 dimensions), not
+pickled float lists. A batch costs one round trip each way per chunk. On django-redis those
+round trips are one MGET and one Lua call setting every key with its TTL, on django-redis's own
+connection pool: its get_many/set_many pickle each value and queue a command per key, which
+cost 124 and 241 ms per 2,048 vectors here against 12 and 120 ms, nearly all of it holding the
+GIL the embedding threads need. Any other backend goes through Django's cache API. A failing
+backend is logged once and bypassed for a while: the cache saves money, it must never fail a
+run.
 """
 
 import logging
@@ -36,12 +37,18 @@ return #KEYS
 
 
 class EmbeddingCache:
-    def __init__(self, backend: BaseCache, *, model: str, dimensions: int, ttl: int) -> None:
+    """`source` names who makes the vectors (the local model, or an endpoint): two servers
+    that serve one model name need not make the same vectors, so neither answers for the
+    other."""
+
+    def __init__(
+        self, backend: BaseCache, *, source: str, model: str, dimensions: int, ttl: int
+    ) -> None:
         self._backend = backend
         self._store = (
             _RedisStore(backend) if isinstance(backend, RedisCache) else _DjangoStore(backend)
         )
-        self._prefix = f"{_UNSAFE.sub('_', model)}:{dimensions}:"
+        self._prefix = f"{_UNSAFE.sub('_', source)}:{_UNSAFE.sub('_', model)}:{dimensions}:"
         self._dimensions = dimensions
         self._ttl = ttl
         self._bypass_until = 0.0

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from embeddings.providers.openai_batch import OpenAIBatchClient
 
 CACHE_ALIAS = "embeddings"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # what the openai client uses when none is set
 
 
 def build_embedding_service(
@@ -67,9 +68,17 @@ def build_embedding_service(
     )
 
 
+def cache_source(config: EmbeddingSettings) -> str:
+    """Who makes the vectors: the local model, or the endpoint (OpenAI's when none is set)."""
+    if config.provider == "local":
+        return "local"
+    return (config.base_url or DEFAULT_BASE_URL).split("://", 1)[-1].rstrip("/")
+
+
 def build_embedding_cache(config: EmbeddingSettings) -> EmbeddingCache:
     return EmbeddingCache(
         caches[CACHE_ALIAS],
+        source=cache_source(config),
         model=config.model,
         dimensions=config.dimensions,
         ttl=config.cache_ttl,
