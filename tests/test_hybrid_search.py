@@ -276,3 +276,44 @@ def test_command_as_a_process_refuses_an_unknown_mode_with_exit_2(command_env):
 
     assert result.returncode == 2
     assert "invalid choice: 'fuzzy'" in result.stderr and "hybrid" in result.stderr
+
+
+def test_a_clip_holding_every_word_ranks_above_one_holding_only_the_name(embedding_config):
+    """`zephyrmoth clutch Valorant`: that streamer's clutch Valorant clips come first, whatever
+    the vector side makes of their other clips (here: random, and some rank high)."""
+    embedding_config()
+    others = [
+        ("rage moment", "Tetris"),
+        ("funny fail", "Minecraft"),
+        ("chat goes wild", "Elden Ring"),
+        ("speedrun reset", "Celeste"),
+    ]
+    Clip.objects.bulk_create(
+        [
+            Clip(
+                twitch_clip_id=f"zephyr-{i}",
+                title=f"{title} {i}",
+                broadcaster_name="zephyrmoth",
+                creator_name=f"viewer_{i}",
+                game_name=game,
+            )
+            for i, (title, game) in enumerate(others * 8)
+        ]
+        + [
+            Clip(
+                twitch_clip_id=f"zephyr-clutch-{i}",
+                title=f"insane clutch {i}",
+                broadcaster_name="zephyrmoth",
+                creator_name=f"viewer_{i}",
+                game_name="Valorant",
+            )
+            for i in range(2)
+        ]
+    )
+    backfill()
+
+    results = Clip.objects.similar_to("zephyrmoth clutch Valorant", k=5, mode="hybrid")
+
+    assert sorted(clip.title for clip in results[:2]) == ["insane clutch 0", "insane clutch 1"]
+    scores = [clip.score for clip in results]
+    assert scores == sorted(scores, reverse=True)  # the score shown is the order

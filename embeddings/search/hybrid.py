@@ -16,10 +16,14 @@ handle, B the creator's, C the game, D title words and name parts (ts_rank's def
 word of the query (`plainto_tsquery('english', q)`), or when a word of the query, lowercased,
 is its broadcaster's or creator's handle (an `@` before it is allowed: people type handles so).
 
-The fusion. The best CANDIDATES clips of each side are fused by reciprocal rank fusion (score:
-the sum of 1 / (RRF_K + rank) over the sides a clip is on), except that clips whose broadcaster
+The fusion. The best CANDIDATES clips of each side are fused by reciprocal rank fusion (the
+sum of 1 / (RRF_K + rank) over the sides a clip is on), except that clips whose broadcaster
 the query names come first, then those whose creator it names: a handle is an identifier, and
-the vector side, which cannot read it, must not push the named streamer's clips down. The
+the vector side, which cannot read it, must not push the named streamer's clips down. Within
+each of those tiers, clips that hold every word of the query come before those that hold
+fewer (`zephyrmoth clutch Valorant`: that streamer's clutch Valorant clips before their
+others). The tiers are folded into the score each result carries, so it is the score it is
+sorted by. The
 vector side is `vector.search_queryset` (live clips with a current vector, through the HNSW
 index, under the same SET LOCAL settings); the text side holds live clips only. Like
 `vector.py`, this module never imports the models: it works on the Clip queryset it is given.
@@ -73,6 +77,9 @@ RANKED_MATCHES = 100  # text matches read and ranked at most (see text_queryset)
 MAX_HANDLE_LENGTH = 255  # the name columns' size: a longer query word cannot be a handle
 HANDLE_MARK = "@"  # before every whole-handle lexeme: no parsed word starts with it
 BROADCASTER_NAMED, CREATOR_NAMED = 2, 1  # the `named` tier, above every fused score
+# The score a hybrid result carries and is sorted by: its `named` tier, then whether it holds
+# every word of the query, then the fused rank (at most 2 / (RRF_K + 1), under 0.04).
+NAMED_TIER, COMPLETE_TIER = 10, 1
 
 
 class HandleLexeme(SearchVectorCombinable, Func):
@@ -151,11 +158,24 @@ class TextQuery:
         words = (w.removeprefix(HANDLE_MARK) for w in text.lower().split())
         self.words = list(dict.fromkeys(w for w in words if 0 < len(w) <= MAX_HANDLE_LENGTH))
 
+    def every_word(self) -> Expression:
+        """The clips holding every word of the query (names included, as words)."""
+        return SearchQuery(self.text, config="english", search_type="plain")
+
     def tsquery(self) -> Expression:
-        words = SearchQuery(self.text, config="english", search_type="plain")
+        words = self.every_word()
         if not self.words:
             return words
         return _TsQuery(words, _handles(self.words))
+
+    def complete(self) -> Expression:
+        """1 when the clip holds every word of the query, else 0: such a clip ranks above one
+        that matches fewer (a name alone, say), whatever the vectors say."""
+        return Case(
+            When(_Matches(stored_document(), self.every_word()), then=Value(1)),
+            default=Value(0),
+            output_field=IntegerField(),
+        )
 
     def named(self) -> Expression:
         """BROADCASTER_NAMED, CREATOR_NAMED or 0: whether a word of the query is a handle."""
@@ -189,8 +209,12 @@ def text_queryset(
     return (
         queryset.filter(pk__in=found[: max(n, RANKED_MATCHES)])
         .defer("embedding", DOCUMENT)
-        .annotate(named=query.named(), text_rank=SearchRank(stored_document(), tsquery))
-        .order_by("-named", "-text_rank", "pk")[:n]
+        .annotate(
+            named=query.named(),
+            complete=query.complete(),
+            text_rank=SearchRank(stored_document(), tsquery),
+        )
+        .order_by("-named", "-complete", "-text_rank", "pk")[:n]
     )
 
 
@@ -202,25 +226,28 @@ FUSED_SQL = """
 WITH nearest AS ({nearest}),
 matched AS ({matched}),
 fused AS (
-    SELECT coalesce(v.id, t.id) AS id, v.distance, coalesce(t.named, 0) AS named,
+    SELECT coalesce(v.id, t.id) AS id, v.distance,
            t.rank AS text_position,
-           coalesce(1.0::float8 / ({rrf_k} + v.rank), 0)
+           coalesce(t.named, 0) * {named_tier} + coalesce(t.complete, 0) * {complete_tier}
+           + coalesce(1.0::float8 / ({rrf_k} + v.rank), 0)
            + coalesce(1.0::float8 / ({rrf_k} + t.rank), 0) AS score
     FROM (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank
           FROM nearest) AS v
     FULL OUTER JOIN
-         (SELECT id, named, row_number() OVER (ORDER BY named DESC, text_rank DESC, id) AS rank
+         (SELECT id, named, complete,
+                 row_number() OVER (ORDER BY named DESC, complete DESC, text_rank DESC, id)
+                 AS rank
           FROM matched) AS t
     ON t.id = v.id
 ),
 best AS (
     SELECT * FROM fused
-    ORDER BY named DESC, score DESC, text_position NULLS LAST, id
+    ORDER BY score DESC, text_position NULLS LAST, id
     LIMIT %s
 )
 SELECT {columns}, best.distance, best.score
 FROM best JOIN {table} ON {table}.{pk} = best.id
-ORDER BY best.named DESC, best.score DESC, best.text_position NULLS LAST, best.id
+ORDER BY best.score DESC, best.text_position NULLS LAST, best.id
 """
 
 
@@ -238,7 +265,9 @@ def hybrid_sql(
     nearest = search_queryset(queryset, vector, n, config=config, exclude_pk=exclude_pk)
     matched = text_queryset(queryset, query, n, exclude_pk=exclude_pk)
     nearest_sql, nearest_params = nearest.values("id", "distance").query.sql_with_params()
-    matched_sql, matched_params = matched.values("id", "named", "text_rank").query.sql_with_params()
+    matched_sql, matched_params = matched.values(
+        "id", "named", "complete", "text_rank"
+    ).query.sql_with_params()
     quote = connections[queryset.db].ops.quote_name
     meta = queryset.model._meta
     table = quote(meta.db_table)
@@ -251,6 +280,8 @@ def hybrid_sql(
         nearest=nearest_sql,
         matched=matched_sql,
         rrf_k=RRF_K,
+        named_tier=NAMED_TIER,
+        complete_tier=COMPLETE_TIER,
         columns=columns,
         table=table,
         pk=quote(meta.pk.column),
