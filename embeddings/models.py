@@ -43,7 +43,9 @@ AUTOMATIC_ATTEMPTS = 5
 
 
 # Live clips with nothing to embed (every text field blank): counted apart, never selected.
-BLANK_Q = models.Q(text_hash=BLANK_TEXT_HASH)
+# `text_hash` is named not NULL: on a site's row not written since adoption it is NULL, and
+# `exclude(text_hash=...)` on a column the model calls non-null would drop such rows too.
+BLANK_Q = models.Q(text_hash__isnull=False, text_hash=BLANK_TEXT_HASH)
 
 
 def text_hash_now() -> models.Expression:
