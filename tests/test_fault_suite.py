@@ -240,7 +240,7 @@ def test_a_clip_written_while_another_run_claims_it_is_not_claimed_again(setting
         BackfillRun.objects.create(pk=lease.run_id, model=model, dimensions=dims)
         for lease in leases
     )
-    held, _ = claim_next(selection, after_id=0, limit=10, run_id=first.pk)
+    held, _, _ = claim_next(selection, after_id=0, limit=10, run_id=first.pk)
     assert len(held) == 3
     written, commit = threading.Event(), threading.Event()
 

@@ -188,3 +188,36 @@ def test_a_killed_bulk_run_is_resumed_by_the_next_run(env, openai_server):
     assert index_state(HNSW_INDEX_NAME) is True
     assert EmbeddingVersion.objects.get().phase == EmbeddingVersion.Phase.DONE
     assert_every_live_clip_right(env["EMBEDDING_MODEL"])
+
+
+def test_two_runs_at_once_keep_the_rebuild_and_the_index_comes_back_once_all_are_written(
+    env, openai_server
+):
+    """Two runs started together both pick `rebuild` on an indexed table: the later says so
+    ("another run"), neither brings the index back under the other, and the last to finish
+    builds it, once, after every live clip has its vector."""
+    make_clips(400, removed_every=20)
+    live = Clip.objects.live().count()
+    with openai_server.holding():  # both take their windows, then wait for answers
+        runs = [start_backfill(env, "--batch", "20") for _ in range(2)]
+        wait_for(lambda: BackfillRun.objects.filter(status="running").count() == 2, 60)
+        wait_for(lambda: index_state(HNSW_INDEX_NAME) is None, 60)
+    index_back_early = []
+
+    def both_done() -> bool:
+        unwritten = Clip.objects.live().filter(embedding__isnull=True).exists()
+        if index_state(HNSW_INDEX_NAME) is True and unwritten:
+            index_back_early.append(True)
+        return all(run.poll() is not None for run in runs)
+
+    wait_for(both_done, 240)
+    (code_a, out_a), (code_b, out_b) = (finish(run) for run in runs)
+    assert (code_a, code_b) == (0, 0), out_a + out_b
+    assert "index=rebuild" in out_a and "index=rebuild" in out_b, out_a + out_b
+    assert "another run is in progress (#" in out_a + out_b, out_a + out_b
+    assert not index_back_early
+    assert index_state(HNSW_INDEX_NAME) is True
+    assert Clip.objects.live().filter(embedding__isnull=False).count() == live
+    builds = [out for out in (out_a, out_b) if "Step: building the HNSW index" in out]
+    assert len(builds) == 1, out_a + out_b
+    assert_every_live_clip_right(env["EMBEDDING_MODEL"])

@@ -50,6 +50,11 @@ class RunLease:
         # Claims left by runs that died are taken over lazily; clear them here as well.
         self._conn.execute(sql.CLEAR_DEAD_CLAIMS)
 
+    def finish_alone(self) -> None:
+        """Wait until no other run is finishing: runs end one after another, so the last of
+        them sees every other lease gone (`execute_backfill` builds owed indexes then)."""
+        self._conn.execute(sql.TAKE_LEASE, (sql.FINISH_LOCK_NAMESPACE, 0))
+
     def close(self) -> None:
         try:
             self._conn.execute(sql.RELEASE_RUN_CLAIMS, (self.run_id,))
@@ -61,11 +66,12 @@ class RunLease:
 
 def claim_next(
     selection: Selection, *, after_id, limit: int, run_id: int | None
-) -> tuple[list[ClaimedClip], object]:
+) -> tuple[list[ClaimedClip], object, int]:
     """The next `limit` selected clips after `after_id` that no live run holds.
 
     Returns the clips this run now holds (all of them when `run_id` is None: a dry run reads
-    without claiming) and the cursor for the next call (None when the selection is exhausted).
+    without claiming), the cursor for the next call (None when the selection is exhausted) and
+    how many of the candidates another live run held.
     `after_id` None starts at the first key (keys are bigint or uuid: no number is "before all").
     One statement, one round trip: pick candidates, claim them, read their text.
     """
@@ -81,17 +87,26 @@ def claim_next(
         cursor.execute(
             f"""
             WITH candidates AS MATERIALIZED ({candidate_sql}), claimed AS ({claimed_sql})
-            SELECT (SELECT id FROM candidates ORDER BY id DESC LIMIT 1), texts.*
+            SELECT (SELECT id FROM candidates ORDER BY id DESC LIMIT 1),
+                   (SELECT count(*) FROM candidates), texts.*
             FROM (SELECT 1) AS one LEFT JOIN ({text_sql}) AS texts ON true
             """,
             [*candidate_params, *claim_params, *text_params],
         )
         rows = cursor.fetchall()
-    cursor_id = rows[0][0]
-    clips = sorted(ClaimedClip(*row[1:]) for row in rows if row[1] is not None)
+    cursor_id, candidate_count = rows[0][:2]
+    clips = sorted(ClaimedClip(*row[2:]) for row in rows if row[2] is not None)
+    held_elsewhere = candidate_count - len(clips)
     if run_id is not None and clips:
         clips = _still_selected(selection, clips, run_id)
-    return clips, cursor_id
+    return clips, cursor_id, held_elsewhere
+
+
+def other_live_runs(run_id: int | None) -> list[int]:
+    """The ids of the runs alive now (their lease held), this one left out."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.LIVE_RUNS)
+        return sorted(row[0] for row in cursor.fetchall() if row[0] != run_id)
 
 
 def _still_selected(

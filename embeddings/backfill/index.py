@@ -79,6 +79,13 @@ def owe_vector_indexes(*, hnsw_only: bool = False) -> list[str]:
     return [name for name, _, _ in owed]
 
 
+def owed_index_names() -> list[str]:
+    """Indexes over clips.embedding taken down and not yet brought back."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql.OWED)
+        return [name for name, _, _ in cursor.fetchall()]
+
+
 def drop_hnsw_index() -> None:
     """Take the HNSW index over clips.embedding down, owed back. CONCURRENTLY (outside a
     transaction): waits for the searches using it instead of queueing new ones behind it."""

@@ -77,6 +77,7 @@ class BackfillProgress:
     interrupted: bool = False
     fatal: EmbeddingError | None = None
     index_build_seconds: float | None = None  # the rebuild mode's one HNSW build, at the end
+    held_elsewhere: int = 0  # selected clips another live run held: that run embeds them
     reasons: Counter[str] = field(default_factory=Counter)
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
 
@@ -172,13 +173,14 @@ class Backfill:
             limit = self.options.limit
             while not self._stop.is_set() and (limit is None or taken < limit):
                 size = self._window if limit is None else min(self._window, limit - taken)
-                clips, next_cursor = claim_next(
+                clips, next_cursor, held = claim_next(
                     self.options.selection, after_id=cursor, limit=size, run_id=self.run_id
                 )
                 if next_cursor is None:
                     break
                 cursor = next_cursor
                 taken += len(clips)
+                self._held_elsewhere(held)
                 self._queue(clips)
         except Exception as err:
             logger.error("reading clips failed: %s", err)
@@ -187,6 +189,10 @@ class Backfill:
             for _ in range(self.service.concurrency):
                 self._to_embed.put(_DONE)
             connection.close()
+
+    def _held_elsewhere(self, clips: int) -> None:
+        with self._lock:
+            self.progress.held_elsewhere += clips
 
     def _queue(self, clips: list[ClaimedClip]) -> None:
         batch = self.options.batch_size
@@ -200,12 +206,13 @@ class Backfill:
         cursor = None
         held_since = last_claim = started = time.monotonic()
         while not self._stop.is_set():
-            clips, next_cursor = claim_next(
+            clips, next_cursor, elsewhere = claim_next(
                 self.options.selection,
                 after_id=cursor,
                 limit=self._window - len(held),
                 run_id=self.run_id,
             )
+            self._held_elsewhere(elsewhere)
             now = time.monotonic()
             if clips:
                 held_since = held_since if held else now

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from embeddings.app_settings import EmbeddingSettings
 from embeddings.backfill.allocator import keep_memory_flat
-from embeddings.backfill.claims import RunLease, settle_dead_runs
-from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
+from embeddings.backfill.claims import RunLease, other_live_runs, settle_dead_runs
+from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index, owed_index_names
 from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
 from embeddings.backfill.site_vectors import check_site_vectors
 from embeddings.backfill.write_mode import WriteMode
@@ -150,6 +150,11 @@ def execute_backfill(
         on_poll=on_poll,
     )
     rebuild = index_mode == WriteMode.REBUILD and run is not None
+    if run is not None and on_step:
+        others = other_live_runs(run.pk)
+        if others:
+            ids = ", ".join(f"#{other}" for other in others)
+            on_step(f"another run is in progress ({ids}): the clips it holds are left to it")
     try:
         if on_start:
             on_start(backfill)
@@ -157,16 +162,30 @@ def execute_backfill(
             drop_hnsw_index()
         progress = backfill.run()
     finally:
-        if rebuild:
-            _rebuild_index(backfill.progress, on_step)
         if lease:
-            lease.close()
+            try:
+                _pay_owed_indexes(lease, backfill.progress, on_step)
+            finally:
+                lease.close()
     if recorder:
         recorder.finish(progress)
     return progress, run
 
 
-def _rebuild_index(progress: BackfillProgress, on_step: Callable[[str], None] | None) -> None:
+def _pay_owed_indexes(
+    lease: RunLease, progress: BackfillProgress, on_step: Callable[[str], None] | None
+) -> None:
+    """Bring back the indexes a rebuild run took down, once, by the last run to finish: never
+    while another run is still writing (it would write through the index it was spared)."""
+    if not owed_index_names():
+        return
+    lease.finish_alone()
+    others = other_live_runs(lease.run_id)
+    if others:
+        if on_step:
+            ids = ", ".join(f"#{other}" for other in others)
+            on_step(f"the HNSW index is left to the last run to finish: {ids} still writing")
+        return
     if on_step:
         on_step("building the HNSW index (CONCURRENTLY: search and saves go on)")
     started = time.monotonic()

@@ -10,6 +10,7 @@ from embeddings.models import BackfillRun, Clip, ClipVector, EmbeddingClaim
 
 LOCK_NAMESPACE = 0x636C6970  # "clip": the first key of every run's advisory lock
 BATCH_LOCK_NAMESPACE = 0x62617463  # "batc": the Batch API's one ticker
+FINISH_LOCK_NAMESPACE = 0x66696E69  # "fini": runs finish one at a time
 
 CLIPS = sql.Identifier(Clip._meta.db_table)
 CLAIMS = sql.Identifier(EmbeddingClaim._meta.db_table)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from embeddings.app_settings import EmbeddingSettings
-from embeddings.backfill.claims import settle_dead_runs
-from embeddings.backfill.index import hnsw_index_exists
+from embeddings.backfill.claims import other_live_runs
+from embeddings.backfill.index import hnsw_index_exists, owed_index_names
 from embeddings.backfill.pipeline import BackfillOptions
-from embeddings.models import BackfillRun, Clip, EmbeddingVersion, served_version
+from embeddings.models import Clip, EmbeddingVersion, served_version
 
 BULK_SHARE = 0.2  # of the live clips: below it a run writes through the index
 
@@ -51,8 +51,13 @@ def choose_write_mode(
     if rebuild_index:
         return WritePlan(WriteMode.REBUILD, "--rebuild-index")
     if not hnsw_index_exists():
-        if _killed_rebuild_left_no_index():
-            return WritePlan(WriteMode.REBUILD, "a killed rebuild run left no index")
+        if owed_index_names():
+            others = other_live_runs(None)
+            if others:
+                ids = ", ".join(f"#{other}" for other in others)
+                why = f"another run ({ids}) took the HNSW index down; the last to end builds it"
+                return WritePlan(WriteMode.REBUILD, why)
+            return WritePlan(WriteMode.REBUILD, "a killed run left the HNSW index down")
         return WritePlan(WriteMode.LIVE, "no HNSW index to maintain")
     selection = options.selection
     work = selection.queryset().count()
@@ -67,11 +72,3 @@ def choose_write_mode(
     if options.limit is not None or selection.narrowed:
         return WritePlan(WriteMode.LIVE, "a narrowed run: bulk rewrites the whole table", work)
     return WritePlan(WriteMode.BULK, f"{work} clips to write, {served} indexed to keep serving")
-
-
-def _killed_rebuild_left_no_index() -> bool:
-    """The latest rebuild run died before it could build the index again (a table left
-    without one on purpose is written as it is)."""
-    settle_dead_runs()
-    last = BackfillRun.objects.filter(index_mode=WriteMode.REBUILD).order_by("-started_at").first()
-    return last is not None and last.status == BackfillRun.Status.INTERRUPTED

@@ -45,7 +45,7 @@ def queue_selection(
     cursor, taken = None, 0
     while limit is None or taken < limit:
         window = CLAIM_WINDOW if limit is None else min(CLAIM_WINDOW, limit - taken)
-        clips, next_cursor = claim_next(selection, after_id=cursor, limit=window, run_id=run_id)
+        clips, next_cursor, _ = claim_next(selection, after_id=cursor, limit=window, run_id=run_id)
         if next_cursor is None:
             break
         cursor = next_cursor
