@@ -26,6 +26,7 @@ from embeddings.app_settings import EmbeddingSettings
 from embeddings.exceptions import Failure, FailureKind, InputRejected, RetryableError
 from embeddings.providers.base import EmbeddingProvider, ProviderResponse
 from embeddings.providers.tokens import estimate_tokens, truncate_to_tokens
+from embeddings.service.breaker import Breaker
 from embeddings.service.cache import EmbeddingCache
 from embeddings.service.in_flight import InFlight
 from embeddings.service.packing import pack_requests
@@ -85,6 +86,7 @@ class EmbeddingService:
         self.concurrency = concurrency
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="embed")
         self.in_flight = InFlight()
+        self.breaker = Breaker(provider.describe())
 
     def cache_description(self) -> str:
         return self.cache.describe() if self.cache else "off"
@@ -213,19 +215,27 @@ class EmbeddingService:
             retry=retry_if_exception_type(RetryableError),
             stop=stop_after_attempt(self.max_retries + 1),
             wait=wait,
+            sleep=self.breaker.sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
         return retrying(self._send, texts, tokens, stats)
 
     def _send(self, texts: list[str], tokens: int, stats: EmbeddingStats) -> ProviderResponse:
+        self.breaker.check()
         stats.rate_wait_seconds += self.limiter.acquire(tokens)
         stats.requests += 1
         try:
             response = self.provider.embed(texts)
         except RetryableError as err:
             stats.rate_limited += err.rate_limited
+            if not err.rate_limited:
+                self.breaker.failed(err)
             raise
+        except InputRejected:
+            self.breaker.succeeded()  # an answer: the endpoint is up
+            raise
+        self.breaker.succeeded()
         stats.inputs += len(texts)
         stats.tokens += response.prompt_tokens or tokens
         self.limiter.observe(response.remaining_requests, response.remaining_tokens)
