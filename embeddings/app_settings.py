@@ -7,9 +7,12 @@ from the environment (`"4"`); both are parsed here. What is wrong with a value i
 the admin then refuse a bad value the same way.
 """
 
+import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -188,6 +191,37 @@ def declared_dimensions() -> int:
         return SETTINGS["dimensions"].default
 
 
+def redact_secrets(text: str) -> str:
+    """`text` (a message, an error from a driver) with the password of any `user:password@`
+    in a URL, and of any `password=` parameter, replaced by `***`."""
+    text = re.sub(r"(?i)(password=)[^&#\s]*", r"\1***", text)
+    return re.sub(r"(//[^/?#@:\s]*):[^/?#@\s]*@", r"\1:***@", text)
+
+
+def redact_url(url: str) -> str:
+    """A URL setting's value fit to print (a database or Redis URL in a message must not leak
+    its password). A value with no `scheme://` cannot be read for sure, so everything after
+    its first `:` or `@` goes."""
+    if "://" not in url:
+        return re.sub(r"([:@]).*", r"\1***", redact_secrets(url), count=1)
+    return redact_secrets(url)
+
+
+def _base_url_problem(name: str, url: str) -> str | None:
+    """What is wrong with OPENAI_BASE_URL (None: nothing), said with what to set."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return (
+            f"{name}={redact_url(url)!r} is not an http(s) URL: set it to the server's address "
+            "(such as http://localhost:8000/v1), or unset it for api.openai.com"
+        )
+    return None
+
+
 def _range(name: str, value: float, low: float, high: float | None = None) -> list[str]:
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
@@ -225,6 +259,10 @@ def problems(config: EmbeddingSettings) -> list[str]:
         except ValueError:
             found.append(f"{names['send_dimensions']} must be auto, true or false")
     found += storage_problems(config.storage, config.dimensions, names["storage"])
+    if config.base_url is not None and (
+        bad := _base_url_problem(names["base_url"], config.base_url)
+    ):
+        found.append(bad)
     checks = [
         ("dimensions", 1, None),
         ("requests_per_minute", 1, None),
@@ -250,3 +288,56 @@ def problems(config: EmbeddingSettings) -> list[str]:
     for field, low, high in checks:
         found += _range(names[field], getattr(config, field), low, high)
     return found
+
+
+# The settings that only name the first version: later, the database's served version rules.
+VERSION_FIELDS = ("model", "dimensions", "storage")
+
+
+@dataclass(frozen=True)
+class Unserved:
+    """EMBEDDING_MODEL / _DIMENSIONS / _STORAGE set to other than the served version (which
+    every search, run and page uses all the same), and what would serve them."""
+
+    settings: list[tuple[str, object]]  # (setting, value) set to other than the served one
+    model: str
+    dimensions: int
+    storage: str
+    command: str  # the `switch_embeddings` that would serve what is set
+
+    def line(self, served: "EmbeddingSettings") -> str:
+        """For a command's start."""
+        names = " and ".join(f"{name}={value}" for name, value in self.settings)
+        return (
+            f"{names} {'is' if len(self.settings) == 1 else 'are'} set, but the database serves "
+            f"{served.model} at {served.dimensions} dimensions ({served.storage}) and this "
+            f"command uses that: to serve what is set, run `{self.command}`"
+        )
+
+
+def unserved_settings(served: "EmbeddingSettings") -> Unserved | None:
+    """What is set and not served; None when they agree, when none of them is set (a default
+    names no wish), or when a value cannot be read (the system checks say so)."""
+    wanted = {}
+    for field in VERSION_FIELDS:
+        setting = SETTINGS[field]
+        if not hasattr(settings, setting.name):
+            continue
+        try:
+            wanted[field] = setting.parse(getattr(settings, setting.name))
+        except (TypeError, ValueError):
+            return None
+    differ = [field for field, value in wanted.items() if value != getattr(served, field)]
+    if not differ:
+        return None
+    target = {field: wanted.get(field, getattr(served, field)) for field in VERSION_FIELDS}
+    command = (
+        f"manage.py switch_embeddings --model {shlex.quote(target['model'])} "
+        f"--dimensions {target['dimensions']}"
+        + (f" --storage {target['storage']}" if target["storage"] != served.storage else "")
+    )
+    return Unserved(
+        settings=[(SETTINGS[field].name, wanted[field]) for field in differ],
+        command=command,
+        **target,
+    )

@@ -7,10 +7,13 @@ defaults and turns the `EMBEDDING_*` values into one typed object for the rest o
 import os
 import sys
 from pathlib import Path
-from urllib.parse import unquote
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
+from embeddings.app_settings import redact_secrets, redact_url
 from project.embedded_postgres import embedded_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -21,13 +24,33 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres", "pgsql")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# libpq waits for ever on a host that drops packets: a lost server is said in this many seconds.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
 def database_config(url: str) -> dict:
-    """Django DATABASES entry for any libpq URI, unix sockets included.
+    """Django DATABASES entry for any libpq URI, unix sockets included; ImproperlyConfigured,
+    naming DATABASE_URL and what to set, for anything else.
 
     django-environ leaves a `?host=/dir` socket in OPTIONS and a `%2F`-encoded host
     undecoded; both belong in HOST/PORT so that `dbshell` and psycopg agree.
     """
-    config = environ.Env.db_url_config(url)
+    problem = (
+        f"DATABASE_URL={redact_url(url)!r} is not a PostgreSQL URL: set it like "
+        "postgresql://user:password@host:5432/dbname (a socket: "
+        "postgresql://user@/dbname?host=/var/run/postgresql), or unset it to use the embedded "
+        "PostgreSQL"
+    )
+    if urlsplit(url).scheme.lower() not in POSTGRES_SCHEMES:
+        raise ImproperlyConfigured(problem)
+    try:
+        config = environ.Env.db_url_config(url)
+    except ValueError:  # a port that is not a number
+        raise ImproperlyConfigured(problem) from None
+    if not config.get("NAME"):
+        raise ImproperlyConfigured(problem.replace("is not a PostgreSQL URL", "names no database"))
     options = config.setdefault("OPTIONS", {})
     if "host" in options:
         config["HOST"] = options.pop("host")
@@ -84,19 +107,53 @@ TEMPLATES = [
     },
 ]
 
+
+def _refuse(problem: str) -> NoReturn:
+    """A setting no process can start with. Under `manage.py`, one line and exit 2 (the
+    contract's configuration error; `--traceback` shows where instead); anywhere else (a test
+    run, a WSGI server) ImproperlyConfigured with the same sentence."""
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    if program in ("manage.py", "django-admin") and "--traceback" not in sys.argv:
+        print(f"CommandError: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    raise ImproperlyConfigured(problem)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 DATABASE_URL = env.str("DATABASE_URL", default="")
 USING_EMBEDDED_DATABASE = not DATABASE_URL
-DATABASES = {
-    "default": database_config(
-        DATABASE_URL
-        or embedded_database_url(
+if USING_EMBEDDED_DATABASE:
+    try:
+        _database_url = embedded_database_url(
             EMBEDDED_PGDATA, env.str("EMBEDDED_DATABASE_NAME", default="postgres")
         )
-    ),
-}
+    except Exception as error:
+        _refuse(
+            f"the embedded PostgreSQL in {EMBEDDED_PGDATA} could not start "
+            f"({redact_secrets(_first_line(error))}): run `make stop-db` and try again, or set "
+            "DATABASE_URL to a PostgreSQL server with pgvector"
+        )
+else:
+    _database_url = DATABASE_URL
+try:
+    DATABASES = {"default": database_config(_database_url)}
+except ImproperlyConfigured as error:
+    _refuse(str(error))
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", CONNECT_TIMEOUT_SECONDS
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="") or None
+if REDIS_URL and urlsplit(REDIS_URL).scheme.lower() not in REDIS_SCHEMES:
+    _refuse(
+        f"REDIS_URL={redact_url(REDIS_URL)!r} is not a Redis URL: set it like "
+        "redis://localhost:6379/0, or unset it to use the database queue and a disk cache"
+    )
 if REDIS_URL:
     CACHES = {
         "default": {

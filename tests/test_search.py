@@ -259,9 +259,10 @@ def test_command_prints_rank_distance_title_broadcaster_and_game(embedding_confi
     out, err = search(text_of(clips[4]), "-k", "3")
 
     lines = out.splitlines()
-    assert lines[0].split() == ["rank", "distance", "title", "broadcaster", "game"]
+    # Hybrid (the default): the fused score the rows are ordered by, then the distance.
+    assert lines[0].split() == ["rank", "score", "distance", "title", "broadcaster", "game"]
     assert len(lines) == 4
-    assert lines[1].split()[:2] == ["1", "0.0000"]
+    assert lines[1].split()[0] == "1" and lines[1].split()[2] == "0.0000"
     assert "Clip number 4" in lines[1] and "streamer4" in lines[1] and "Minecraft" in lines[1]
     assert err == ""
 

@@ -21,7 +21,7 @@ from embeddings.backfill.batch_api.jobs import execute_batch_job
 from embeddings.backfill.batch_api.report import batch_lines
 from embeddings.backfill.estimate import estimate
 from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
-from embeddings.backfill.preflight import preflight
+from embeddings.backfill.preflight import check_endpoint, preflight
 from embeddings.backfill.progress_report import ProgressReporter, format_duration, summary_lines
 from embeddings.backfill.runs import cost_usd, execute_backfill
 from embeddings.backfill.selection import Selection
@@ -40,18 +40,32 @@ from embeddings.tasks import enqueue_backfill
 MAX_BATCH = 2048
 
 
+SINCE_FORMS = (
+    "today, yesterday, an age such as 7d, 12h or 30m, or an ISO date or time such as "
+    "2026-01-31 or 2026-01-31T08:00"
+)
+AGES = {"d": "days", "h": "hours", "m": "minutes"}
+
+
 def _created_after(value: str) -> datetime:
-    """ISO date/datetime, or a relative age like `7d` / `12h`."""
-    if value[:-1].isdigit() and value[-1] in "dh":
-        amount = int(value[:-1])
-        return timezone.now() - (
-            timedelta(days=amount) if value[-1] == "d" else timedelta(hours=amount)
-        )
-    parsed = parse_datetime(value)
-    if parsed is None and (day := parse_date(value)) is not None:
-        parsed = datetime.combine(day, time.min)
-    if parsed is None:
-        raise ValueError(value)
+    """What `--since` / `--created-after` accepts (SINCE_FORMS), as an aware datetime; a
+    CommandError (exit 2) naming the accepted forms for anything else."""
+    text = value.strip().lower()
+    today = datetime.combine(timezone.localdate(), time.min)
+    if text in ("today", "yesterday"):
+        parsed = today - timedelta(days=1 if text == "yesterday" else 0)
+    elif len(text) > 1 and text[:-1].isdigit() and text[-1] in AGES:
+        return timezone.now() - timedelta(**{AGES[text[-1]]: int(text[:-1])})
+    else:
+        try:
+            parsed = parse_datetime(value.strip())
+            day = parse_date(value.strip()) if parsed is None else None
+        except ValueError:  # well formed but impossible, such as 2026-02-30
+            parsed = day = None
+        if day is not None:
+            parsed = datetime.combine(day, time.min)
+        if parsed is None:
+            raise CommandError(f"--since {value!r} is not a date: use {SINCE_FORMS}", returncode=2)
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed)
 
 
@@ -91,12 +105,13 @@ class Command(EmbeddingCommand):
         parser.add_argument(
             "--created-after",
             "--since",
-            type=_created_after,
-            metavar="DATE|7d|12h",
-            help="only clips created at or after this date (or this long ago)",
+            metavar="WHEN",
+            help=f"only clips created at or after WHEN: {SINCE_FORMS}",
         )
         parser.add_argument(
-            "--concurrency", type=int, help="requests in flight (EMBEDDING_CONCURRENCY)"
+            "--concurrency",
+            type=int,
+            help=f"requests in flight, 1-{MAX_CONCURRENCY} (default: EMBEDDING_CONCURRENCY)",
         )
         parser.add_argument(
             "--estimate",
@@ -135,19 +150,27 @@ class Command(EmbeddingCommand):
             raise CommandError(f"--batch must be between 1 and {MAX_BATCH}", returncode=2)
         if opts["limit"] is not None and opts["limit"] < 1:
             raise CommandError("--limit must be at least 1", returncode=2)
-        concurrency = opts["concurrency"] or config.concurrency
-        if not 1 <= concurrency <= MAX_CONCURRENCY:
+        concurrency = opts["concurrency"]
+        if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
             raise CommandError(
-                f"--concurrency must be between 1 and {MAX_CONCURRENCY}", returncode=2
+                f"--concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency} "
+                "(leave it out for EMBEDDING_CONCURRENCY)",
+                returncode=2,
             )
+        concurrency = concurrency or config.concurrency
+        created_after = None
+        if opts["created_after"] is not None:
+            created_after = _created_after(opts["created_after"])
         if not config.enabled:
             self.stderr.write(self.style.WARNING("EMBEDDING_ENABLED is false; running anyway."))
         preflight(config)
+        if not (opts["estimate"] or opts["enqueue"]):  # both call no API from here
+            check_endpoint(config)
 
         selection = Selection.of(
             config,
             force=opts["force"],
-            created_after=opts["created_after"],
+            created_after=created_after,
         )
         options = BackfillOptions(
             selection=selection, batch_size=batch, limit=opts["limit"], dry_run=opts["dry_run"]

@@ -8,11 +8,16 @@ a new password and serving again is all an operator does.
 import os
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+
+from embeddings.management.base import EmbeddingCommand
 
 
-class Command(BaseCommand):
+class Command(EmbeddingCommand):
     help = "Create or update the superuser named by DJANGO_SUPERUSER_USERNAME (and _PASSWORD)."
+
+    def announces_unserved_settings(self, options: dict) -> bool:
+        return False  # nothing to do with vectors
 
     def handle(self, *args, **options) -> None:
         # Django's createsuperuser reads these names from the environment; so does this.
@@ -27,7 +32,9 @@ class Command(BaseCommand):
             return
         if not password:
             raise CommandError(
-                "DJANGO_SUPERUSER_USERNAME is set but DJANGO_SUPERUSER_PASSWORD is not"
+                "DJANGO_SUPERUSER_USERNAME is set but DJANGO_SUPERUSER_PASSWORD is not: set it "
+                "too (or unset both)",
+                returncode=2,
             )
         users = get_user_model()
         user, created = users.objects.get_or_create(**{users.USERNAME_FIELD: username})

@@ -1,13 +1,14 @@
 """`manage.py load_demo_clips`: fill `clips` with realistic demo data for search and backfills."""
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connection
 
 from embeddings.demo.loader import load_demo_clips
+from embeddings.management.base import EmbeddingCommand
 from embeddings.site_table.record import site_table
 
 
-class Command(BaseCommand):
+class Command(EmbeddingCommand):
     help = "Load realistic demo clips (bulk COPY); --replace empties the clips table first."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -16,6 +17,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--replace", action="store_true", help="delete all clips before loading"
         )
+
+    def announces_unserved_settings(self, options: dict) -> bool:
+        return False  # no vector is read or written
 
     def handle(
         self, *args: object, count: int, seed: int, replace: bool, **options: object

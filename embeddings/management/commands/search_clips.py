@@ -3,8 +3,9 @@ live clips for a text.
 
 A thin door into `embeddings.search`: `hybrid` (the default) fuses full-text matches with the
 nearest vectors, `vector` is nearest by cosine distance alone, `text` matches words only and
-needs no embedding. The query is embedded through the cached, rate-limited service, so asking
-the same question twice costs one API call.
+needs no embedding. Hybrid results are printed with the fused score they are ordered by. The
+query is embedded through the cached, rate-limited service, so asking the same question twice
+costs one API call.
 """
 
 import json
@@ -12,7 +13,7 @@ import json
 from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 
-from embeddings.backfill.preflight import preflight
+from embeddings.backfill.preflight import check_endpoint, preflight
 from embeddings.management.base import EmbeddingCommand
 from embeddings.models import Clip, served_settings
 from embeddings.search.hybrid import MODES
@@ -20,6 +21,8 @@ from embeddings.search.vector import MAX_K, SearchCoverage, search_coverage
 from embeddings.service.factory import build_embedding_service
 
 COLUMNS = ("rank", "distance", "title", "broadcaster", "game")
+# Hybrid results are ordered by their fused score, highest first: it is printed beside rank.
+HYBRID_COLUMNS = ("rank", "score", "distance", "title", "broadcaster", "game")
 NOTHING_FOUND = {
     "vector": "No clips found: none has a current embedding.",
     "hybrid": "No clips found: none matches the words and none has a current embedding.",
@@ -59,6 +62,7 @@ class Command(EmbeddingCommand):
         else:
             config = served_settings()
             preflight(config)
+            check_endpoint(config)
             service = build_embedding_service(config, concurrency=1)
             try:
                 coverage = search_coverage(Clip.objects.all(), config)
@@ -77,7 +81,7 @@ class Command(EmbeddingCommand):
         if not clips:
             self.stdout.write(NOTHING_FOUND[mode])
             return
-        for line in _table(clips):
+        for line in _table(clips, hybrid=mode == "hybrid"):
             self.stdout.write(line)
 
 
@@ -94,6 +98,7 @@ def _as_dict(rank: int, clip: Clip) -> dict:
         "rank": rank,
         "id": clip.pk,
         "distance": None if clip.distance is None else round(float(clip.distance), 6),
+        **({"score": round(float(clip.score), 6)} if _score(clip) is not None else {}),
         "title": clip.title,
         "broadcaster_name": clip.broadcaster_name,
         "game_name": clip.game_name,
@@ -103,10 +108,19 @@ def _as_dict(rank: int, clip: Clip) -> dict:
     }
 
 
-def _table(clips: list[Clip]) -> list[str]:
-    rows = [COLUMNS] + [
+def _score(clip: Clip) -> float | None:
+    """The fused score a hybrid search ordered the clip by (None in the other modes)."""
+    return getattr(clip, "score", None)
+
+
+def _table(clips: list[Clip], *, hybrid: bool = False) -> list[str]:
+    """The clips as aligned columns; in hybrid mode the score they are ordered by comes first,
+    the cosine distance (or "-": found by its words alone) after it."""
+    columns = HYBRID_COLUMNS if hybrid else COLUMNS
+    rows = [columns] + [
         (
             str(rank),
+            *(["-" if _score(clip) is None else f"{_score(clip):.6f}"] if hybrid else []),
             "-" if clip.distance is None else f"{clip.distance:.4f}",
             clip.title,
             clip.broadcaster_name,
@@ -114,10 +128,12 @@ def _table(clips: list[Clip]) -> list[str]:
         )
         for rank, clip in enumerate(clips, 1)
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    numbers = len(columns) - 3  # rank, the score, the distance: right-aligned
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     return [
         "  ".join(
-            cell.rjust(widths[i]) if i < 2 else cell.ljust(widths[i]) for i, cell in enumerate(row)
+            cell.rjust(widths[i]) if i < numbers else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
         ).rstrip()
         for row in rows
     ]

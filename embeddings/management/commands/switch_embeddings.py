@@ -8,8 +8,14 @@ import json
 
 from django.core.management.base import CommandError, CommandParser
 
-from embeddings.app_settings import MAX_CONCURRENCY, STORAGES, embedding_settings, storage_problems
-from embeddings.backfill.preflight import preflight
+from embeddings.app_settings import (
+    MAX_CONCURRENCY,
+    MAX_INPUTS_PER_REQUEST,
+    STORAGES,
+    embedding_settings,
+    storage_problems,
+)
+from embeddings.backfill.preflight import check_endpoint, preflight
 from embeddings.backfill.progress_report import ProgressReporter, format_duration
 from embeddings.backfill.switch import Switch, SwitchOptions, begin_switch, version_status
 from embeddings.management.base import EmbeddingCommand
@@ -27,8 +33,16 @@ class Command(EmbeddingCommand):
         )
         parser.add_argument("--status", action="store_true", help="where the versions stand")
         parser.add_argument("--batch", type=int, default=50, help="clips per batch (50)")
-        parser.add_argument("--concurrency", type=int, help="requests in flight")
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            help=f"requests in flight, 1-{MAX_CONCURRENCY} (default: EMBEDDING_CONCURRENCY)",
+        )
         parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    def announces_unserved_settings(self, options: dict) -> bool:
+        # A switch serves what its flags say; --status tells where the settings stand.
+        return bool(options.get("status"))
 
     def handle(self, *args, **opts) -> None:
         if opts["status"]:
@@ -36,20 +50,30 @@ class Command(EmbeddingCommand):
             return
         config = served_settings()
         preflight(config)
-        model = opts["model"] or config.model
-        dimensions = opts["dimensions"] or config.dimensions
+        model = config.model if opts["model"] is None else opts["model"]
+        dimensions = config.dimensions if opts["dimensions"] is None else opts["dimensions"]
         storage = opts["storage"] or config.storage
         if opts["model"] is None and opts["dimensions"] is None and opts["storage"] is None:
             raise CommandError("say what to switch to: --model, --dimensions, --storage", 2)
+        if not model.strip():
+            raise CommandError("--model must name a model", returncode=2)
+        if dimensions < 1:
+            raise CommandError(f"--dimensions must be at least 1, not {dimensions}", returncode=2)
         for problem in storage_problems(storage, dimensions):
             raise CommandError(problem, returncode=2)
-        if dimensions < 1:
-            raise CommandError("--dimensions must be at least 1", returncode=2)
+        if not 1 <= opts["batch"] <= MAX_INPUTS_PER_REQUEST:
+            raise CommandError(
+                f"--batch must be between 1 and {MAX_INPUTS_PER_REQUEST}, not {opts['batch']}",
+                returncode=2,
+            )
         concurrency = opts["concurrency"]
         if concurrency is not None and not 1 <= concurrency <= MAX_CONCURRENCY:
             raise CommandError(
-                f"--concurrency must be between 1 and {MAX_CONCURRENCY}", returncode=2
+                f"--concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency} "
+                "(leave it out for EMBEDDING_CONCURRENCY)",
+                returncode=2,
             )
+        check_endpoint(config)
         version = begin_switch(model, dimensions, storage)
         if version is None:
             self.stdout.write(f"{model} at {dimensions} ({storage}) is served already.")
