@@ -14,14 +14,16 @@ from django.utils import timezone
 
 from embeddings.app_settings import embedding_settings
 from embeddings.coverage import coverage_report
-from embeddings.models import BackfillRun, Clip
+from embeddings.models import BackfillRun, Clip, served_settings
 from tests.support.clips import make_clips
-from tests.support.commands import embed
+from tests.support.commands import backfill, embed
 from tests.support.openai_server import expected_vector
+from tests.support.own_queue import queue_of_its_own
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 COVERAGE = "/admin/embeddings/clip/coverage/"
+EMBED_PENDING = "/admin/embeddings/clip/coverage/embed-pending/"
 CHANGELIST = "/admin/embeddings/clip/"
 FAKE_KEY = "sk-admin.test-DO-NOT-SHOW-4f9c1e"
 
@@ -42,6 +44,13 @@ def catalogue(embedding_config) -> dict[str, list[int]]:
         embedding_error="gave up after 6 retries: timeout"
     )
     return {"live": live, "current": live[:60], "stale": stale, "never": never}
+
+
+@pytest.fixture
+def own_queue(unique_prefix: str):
+    """Tasks this test queues, and the qclusters it can see, are its own (none runs)."""
+    with queue_of_its_own(unique_prefix) as name:
+        yield name
 
 
 def staff(username: str, *permissions: str) -> User:
@@ -296,12 +305,12 @@ def test_the_embed_action_leaves_removed_clips_alone(admin_client, catalogue):
 
     messages = message_texts(response)
     assert any("2 removed clips were left alone" in m for m in messages)
-    assert any("Embedded 1 of 1 clips" in m for m in messages)
+    assert any("Embedded 1 of 1 clip (" in m for m in messages)
     assert not Clip.objects.filter(pk__in=removed, embedding__isnull=False).exists()
 
 
 def test_beyond_the_limit_the_embed_action_queues_tasks_that_embed(
-    admin_client, catalogue, monkeypatch
+    admin_client, catalogue, monkeypatch, own_queue
 ):
     from django.contrib import admin
 
@@ -317,7 +326,10 @@ def test_beyond_the_limit_the_embed_action_queues_tasks_that_embed(
 
     response = run_action(admin_client, "embed_selected", chosen)
 
-    assert any("Queued 5 clips as 3 django-q2 tasks" in m for m in message_texts(response))
+    (queued_message,) = [m for m in message_texts(response) if "Queued" in m]
+    assert "Queued 5 clips as 3 django-q2 tasks in group admin-embed-" in queued_message
+    # Nothing takes them yet: the message says so and what to start.
+    assert "no qcluster is running to take them: start `manage.py qcluster`" in queued_message
     assert [args[0] for _, args, _ in queued] == [chosen[:2], chosen[2:4], chosen[4:]]
     assert not Clip.objects.filter(pk__in=chosen, embedding__isnull=False).exists()
     for func, args, _ in queued:  # what a qcluster worker would do
@@ -431,3 +443,184 @@ def test_a_clip_without_a_current_vector_says_it_has_no_neighbours(admin_client,
     page = admin_client.get(reverse("admin:embeddings_clip_change", args=[pk])).content.decode()
 
     assert "this clip has no current embedding" in page
+
+
+def readonly(html: str, label: str) -> str:
+    """The value a read-only admin page shows beside `label`."""
+    match = re.search(rf"<label>{label}:</label>\s*<div class=\"readonly\">(.*?)</div>", html, re.S)
+    assert match, label
+    return match.group(1).strip()
+
+
+def test_a_run_page_reads_like_the_commands_summary(admin_client, embedding_config, unique_prefix):
+    # A model without a list price, as a local or self-hosted one is.
+    embedding_config(
+        EMBEDDING_MODEL=f"text-embedding-3-small-{unique_prefix}", EMBEDDING_SEND_DIMENSIONS="true"
+    )
+    make_clips(120)
+    output = backfill("--force", "--batch", "50", "--limit", "100")
+    assert "Cost: unknown for this model" in output
+    run = BackfillRun.objects.get()
+
+    html = admin_client.get(reverse("admin:embeddings_backfillrun_change", args=[run.pk]))
+    html = html.content.decode()
+
+    assert (
+        readonly(html, "Options") == '<code class="run-flags">--force --batch 50 --limit 100</code>'
+    )
+    assert "&quot;selection&quot;" not in html and "batch_size" not in html  # no JSON blob
+    assert re.fullmatch(r"\d+ ms|\d+\.\d\d s", readonly(html, "Duration").split(" (")[0])
+    assert str(run.duration_seconds) not in html
+    assert readonly(html, "Cost") == "unknown for this model"
+    assert "0.000000" not in html
+    assert readonly(html, "Model") == f"text-embedding-3-small-{unique_prefix} at 768 dimensions"
+    assert readonly(html, "Processed") == "100"
+    listing = admin_client.get(reverse("admin:embeddings_backfillrun_changelist")).content.decode()
+    assert re.search(
+        r'<td class="field-list_cost"><span title="[^"]*">unknown</span></td>', listing
+    )
+
+
+def test_a_run_page_shows_the_cost_of_a_priced_model_and_how_its_clips_were_chosen(
+    admin_client, catalogue
+):
+    run_action(admin_client, "embed_selected", catalogue["never"][:7])
+    run = BackfillRun.objects.get(trigger="admin")
+    assert run.cost_usd > 0
+
+    html = admin_client.get(reverse("admin:embeddings_backfillrun_change", args=[run.pk]))
+    html = html.content.decode()
+
+    assert readonly(html, "Cost") == f"${run.cost_usd:.6f}"
+    flags = '<code class="run-flags">--force --batch 50</code>'
+    assert readonly(html, "Options") == f"{flags}; <span>7 clips chosen in the admin</span>"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (10.250346537000041, "10.25 s"),
+        (0.06771719900007156, "68 ms"),
+        (123.4, "2 min 3 s"),
+        (3725, "1 h 02 min"),
+        (0, "0 ms"),
+    ],
+)
+def test_durations_are_rounded_as_a_person_reads_them(seconds, shown, admin_client):
+    run = BackfillRun.objects.create(
+        model="text-embedding-3-small",
+        dimensions=768,
+        status=BackfillRun.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+        duration_seconds=seconds,
+    )
+
+    html = admin_client.get(reverse("admin:embeddings_backfillrun_change", args=[run.pk]))
+    listing = admin_client.get(reverse("admin:embeddings_backfillrun_changelist"))
+
+    assert readonly(html.content.decode(), "Duration") == shown
+    assert f'<td class="field-duration">{shown}</td>' in listing.content.decode()
+
+
+def test_the_sidebar_and_every_count_read_right_in_the_singular(
+    admin_client, embedding_config, own_queue
+):
+    embedding_config()
+    live, removed = _one_live_one_removed()
+
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert ">Embedding batches<" in index and "batchs" not in index.lower()
+    estimate = admin_client.get(EMBED_PENDING).content.decode()
+    assert re.search(
+        r"Estimated tokens</th><td>[\d,]+ tokens? in at least 1 request</td>", estimate
+    )
+    assert 'value="Yes, queue 1 clip"' in estimate
+    assert "coverage: 0 of 1 live clip</span>" in admin_client.get(COVERAGE).content.decode()
+
+    embedded = message_texts(run_action(admin_client, "embed_selected", [live, removed]))
+    assert "1 removed clip was left alone." in embedded
+    assert any(m.startswith("Embedded 1 of 1 clip (<a href=") for m in embedded)
+    cleared = message_texts(run_action(admin_client, "clear_embeddings", [live]))
+    assert cleared == ["Cleared the embedding of 1 clip; the next run embeds it again."]
+    queued = admin_client.post(EMBED_PENDING, follow=True)
+    assert any(" as 1 django-q2 task in group " in m for m in message_texts(queued))
+
+
+def _one_live_one_removed() -> tuple[int, int]:
+    live, removed = make_clips(2)
+    Clip.objects.filter(pk=removed.pk).update(is_removed=True)
+    return live.pk, removed.pk
+
+
+def test_the_clip_list_shows_whole_texts_in_tooltips_and_the_model_in_the_state(
+    admin_client, catalogue
+):
+    long_title = "An unusually long clip title " * 6
+    pk = catalogue["current"][0]
+    Clip.objects.filter(pk=pk).update(title=long_title)
+    embed([pk])
+
+    html = admin_client.get(CHANGELIST).content.decode()
+
+    assert f'<span class="cut" title="{long_title}">{long_title}</span>' in html
+    config = served_settings()
+    (row,) = [row for row in html.split("<tr") if f"/clip/{pk}/change/" in row]
+    state = re.search(r'<td class="field-embedding_status"><span title="([^"]*)">current<', row)
+    assert state and state.group(1).startswith(f"{config.model} at {config.dimensions} dimensions")
+    assert "column-embedding_model" not in html  # the model is in that tooltip and the filter
+
+
+def test_settings_that_name_another_version_are_named_with_the_switch_command(
+    admin_client, embedding_config, settings
+):
+    embedding_config()
+    make_clips(3)
+    served = served_settings()  # the first version comes from the settings
+    assert (served.model, served.dimensions, served.storage) == (
+        "text-embedding-3-small",
+        768,
+        "vector",
+    )
+    assert 'id="unserved-settings"' not in admin_client.get(COVERAGE).content.decode()
+
+    settings.EMBEDDING_MODEL = "text-embedding-3-large"
+    settings.EMBEDDING_DIMENSIONS = "1024"  # as the environment gives it
+    html = admin_client.get(COVERAGE).content.decode()
+
+    note = re.search(r'id="unserved-settings">(.*?)</div>', html, re.S).group(1)
+    assert "<code>EMBEDDING_MODEL=text-embedding-3-large</code> and " in note
+    assert "<code>EMBEDDING_DIMENSIONS=1024</code>\n    are set" in note
+    assert "serves <strong>text-embedding-3-small</strong> at 768 dimensions (vector)" in note
+    assert (
+        '<code id="unserved-command">manage.py switch_embeddings --model text-embedding-3-large '
+        "--dimensions 1024</code>"
+    ) in note
+    assert number(html, "coverage-live") == "3"  # the page goes on counting the served version
+
+    settings.EMBEDDING_MODEL, settings.EMBEDDING_DIMENSIONS = "text-embedding-3-small", 768
+    settings.EMBEDDING_STORAGE = "halfvec"
+    html = admin_client.get(COVERAGE).content.decode()
+    assert "<code>EMBEDDING_STORAGE=halfvec</code>\n    is set" in html
+    assert (
+        "manage.py switch_embeddings --model text-embedding-3-small --dimensions 768 "
+        "--storage halfvec</code>"
+    ) in html
+
+    settings.EMBEDDING_STORAGE = "vector"  # set back to what is served: nothing to say
+    assert 'id="unserved-settings"' not in admin_client.get(COVERAGE).content.decode()
+
+
+def test_the_coverage_page_counts_clips_with_nothing_to_embed_apart(admin_client, embedding_config):
+    embedding_config()
+    make_clips(4)
+    Clip.objects.create(
+        twitch_clip_id="blank", title=" ", broadcaster_name="", creator_name="", game_name=None
+    )
+    backfill()
+
+    html = admin_client.get(COVERAGE).content.decode()
+
+    assert number(html, "coverage-percent") == "100.0%"
+    assert number(html, "coverage-blank") == "1"
+    assert "nothing to embed (every text field blank)" in html
+    assert number(html, "coverage-missing") == "0" and number(html, "coverage-never") == "0"

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django_q.conf import Conf
 
+from embeddings.admin.workers import live_clusters
 from embeddings.app_settings import embedding_settings
 from embeddings.coverage import coverage_report
 from embeddings.models import BackfillRun, Clip
@@ -16,12 +17,28 @@ from tests.support.clips import make_clips
 from tests.support.cluster import running_cluster
 from tests.support.commands import embed, finish, kill_hard, start_backfill
 from tests.support.openai_server import Faults
+from tests.support.own_queue import queue_of_its_own
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 COVERAGE = "/admin/embeddings/clip/coverage/"
 EMBED_PENDING = "/admin/embeddings/clip/coverage/embed-pending/"
+
+
+@pytest.fixture
+def own_queue(unique_prefix: str):
+    """The tasks this test queues go to a queue of its own, and the qclusters this process can
+    see are the ones the test starts with `Q_CLUSTER_NAME` set to it."""
+    with queue_of_its_own(unique_prefix) as name:
+        yield name
+
+
+def _alive() -> tuple[int, int]:
+    """(clusters, workers) of the qclusters the admin sees alive."""
+    clusters = live_clusters()
+    assert clusters is not None, "the broker could not say"
+    return clusters.clusters, clusters.workers
 
 
 def _slow_run(command_env, openai_server, clips: int = 600):
@@ -91,7 +108,7 @@ def test_the_coverage_page_shows_a_run_in_progress_and_refreshes_while_it_goes(
 
 
 def test_embed_all_pending_shows_the_estimate_then_queues_work_a_real_cluster_does(
-    command_env, redis_url, admin_client, embedding_config
+    command_env, redis_url, admin_client, embedding_config, own_queue
 ):
     embedding_config()
     clips = make_clips(30, removed_every=10)
@@ -100,12 +117,16 @@ def test_embed_all_pending_shows_the_estimate_then_queues_work_a_real_cluster_do
 
     confirm = admin_client.get(EMBED_PENDING).content.decode()
     assert f"Yes, queue {pending} clips" in confirm
-    assert re.search(r"Estimated tokens</th><td>[\d,]+ in at least 1 requests", confirm)
+    assert re.search(r"Estimated tokens</th><td>[\d,]+ tokens in at least 1 request<", confirm)
     assert "Estimated cost</th><td>$0." in confirm
     assert Clip.objects.pending(embedding_settings().model, 768).count() == pending  # asked first
 
     response = admin_client.post(EMBED_PENDING, follow=True)
-    assert any("Queued 1 django-q2 tasks" in str(m) for m in response.context["messages"])
+    (message,) = response.context["messages"]
+    assert str(message).startswith("Queued the pending clips as 1 django-q2 task in group ")
+    # No qcluster runs yet: the operator is told, with what to start.
+    assert "; no qcluster is running to take them: start `manage.py qcluster`" in str(message)
+    assert message.level_tag == "warning"
     env = {
         **command_env,
         "REDIS_URL": redis_url,
@@ -117,6 +138,34 @@ def test_embed_all_pending_shows_the_estimate_then_queues_work_a_real_cluster_do
         wait_for(lambda: not Clip.objects.pending(embedding_settings().model, 768).exists(), 60)
     assert_every_live_clip_right(embedding_settings().model)
     assert BackfillRun.objects.filter(trigger="task", status="succeeded").count() == 1
+
+
+def test_with_a_qcluster_running_the_message_says_it_takes_the_work_and_it_does(
+    command_env, redis_url, admin_client, embedding_config, own_queue
+):
+    embedding_config()
+    make_clips(12)
+    env = {
+        **command_env,
+        "REDIS_URL": redis_url,
+        "Q_CLUSTER_NAME": own_queue,
+        "Q_WORKERS": "2",
+        "EMBEDDING_MODEL": embedding_settings().model,
+    }
+    assert _alive() == (0, 0)
+
+    with running_cluster(env):
+        wait_for(lambda: _alive() == (1, 2), 60)
+        response = admin_client.post(EMBED_PENDING, follow=True)
+        (message,) = response.context["messages"]
+        wait_for(lambda: not Clip.objects.pending(embedding_settings().model, 768).exists(), 60)
+
+    assert str(message).startswith("Queued the pending clips as 1 django-q2 task in group ")
+    assert "; 1 qcluster with 2 workers is taking them. The runs appear below" in str(message)
+    assert message.level_tag == "success"
+    assert_every_live_clip_right(embedding_settings().model)
+    # A cluster that stopped drops out within seconds: the next message is truthful again.
+    wait_for(lambda: _alive() == (0, 0), 15)
 
 
 def test_only_staff_who_may_change_clips_see_the_button_or_may_queue(client, embedding_config):

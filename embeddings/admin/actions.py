@@ -9,6 +9,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from embeddings.admin.wording import counted, run_cost
+from embeddings.admin.workers import queued_message
 from embeddings.app_settings import EmbeddingSettings, embedding_settings
 from embeddings.backfill.pipeline import BackfillOptions, BackfillProgress
 from embeddings.backfill.runs import execute_backfill
@@ -47,7 +49,8 @@ class EmbeddingActions:
         if len(ids) < len(selected):
             self.message_user(
                 request,
-                f"{len(selected) - len(ids)} removed clips were left alone.",
+                f"{counted(len(selected) - len(ids), 'removed clip')} "
+                f"{'was' if len(selected) - len(ids) == 1 else 'were'} left alone.",
                 messages.INFO,
             )
         if not ids:
@@ -63,12 +66,10 @@ class EmbeddingActions:
         except Exception as err:  # the broker (Redis or the ORM queue) is unreachable
             self.message_user(request, f"Could not queue the clips: {err}", messages.ERROR)
             return
-        self.message_user(
-            request,
-            f"Queued {len(ids)} clips as {tasks} django-q2 tasks in group {group}; "
-            "a running qcluster embeds them, each task recorded as a backfill run.",
-            messages.SUCCESS,
-        )
+        text, taken = queued_message(counted(len(ids), "clip"), tasks, group)
+        if taken:
+            text += " Each task is recorded as a backfill run."
+        self.message_user(request, text, messages.SUCCESS if taken else messages.WARNING)
 
     def _embed_now(self, request: HttpRequest, ids: list[int], config: EmbeddingSettings) -> None:
         try:
@@ -100,11 +101,12 @@ class EmbeddingActions:
             self.message_user(
                 request,
                 format_html(
-                    "Embedding stopped ({}): {}. {} of {} clips were embedded first.",
+                    "Embedding stopped ({}): {}. {} of {} {} embedded first.",
                     run_link,
                     progress.fatal,
-                    progress.processed,
-                    wanted,
+                    f"{progress.processed:,}",
+                    counted(wanted, "clip"),
+                    "was" if wanted == 1 else "were",
                 ),
                 messages.ERROR,
             )
@@ -112,12 +114,12 @@ class EmbeddingActions:
         self.message_user(
             request,
             format_html(
-                "Embedded {} of {} clips ({}, {} tokens, ${}).",
-                progress.processed,
-                wanted,
+                "Embedded {} of {} ({}, {}, cost {}).",
+                f"{progress.processed:,}",
+                counted(wanted, "clip"),
                 run_link,
-                run.tokens,
-                run.cost_usd,
+                counted(run.tokens, "token"),
+                run_cost(run.model, run.cost_usd),
             ),
             messages.SUCCESS if progress.processed else messages.WARNING,
         )
@@ -144,6 +146,8 @@ class EmbeddingActions:
         )
         self.message_user(
             request,
-            f"Cleared the embeddings of {cleared} clips; the next run embeds them again.",
+            f"Cleared the {'embedding' if cleared == 1 else 'embeddings'} of "
+            f"{counted(cleared, 'clip')}; the next run embeds "
+            f"{'it' if cleared == 1 else 'them'} again.",
             messages.SUCCESS,
         )

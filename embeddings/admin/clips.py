@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from embeddings.admin.actions import EmbeddingActions
@@ -29,16 +30,18 @@ from embeddings.site_table.catalog import refuse_new_clips
 
 @admin.register(Clip)
 class ClipAdmin(EmbeddingActions, admin.ModelAdmin):
+    # Readable at 1,400 px beside the sidebars: one line a clip, long cells cut with an ellipsis
+    # and whole in their tooltip, the model and the time in the Embedding and Created tooltips
+    # (widths: admin/embeddings/clip/change_list.html). The model has its filter on the right.
     list_display = (
-        "id",
-        "title",
-        "broadcaster_name",
-        "game_name",
-        "created_at",
+        "clip_id",
+        "clip_title",
+        "broadcaster",
+        "game",
+        "created",
         "embedding_status",
-        "embedding_model",
     )
-    list_display_links = ("id", "title")
+    list_display_links = ("clip_id", "clip_title")
     list_filter = (
         HasEmbeddingFilter,
         StaleFilter,
@@ -112,12 +115,42 @@ class ClipAdmin(EmbeddingActions, admin.ModelAdmin):
         ]
         return [*pages, *super().get_urls()]
 
+    @admin.display(description="ID", ordering="id")
+    def clip_id(self, clip: Clip) -> str:
+        return _cut(str(clip.pk))  # a site's UUID key is cut to its start
+
+    @admin.display(description="Title", ordering="title")
+    def clip_title(self, clip: Clip) -> str:
+        return _cut(clip.title)
+
+    @admin.display(description="Broadcaster", ordering="broadcaster_name")
+    def broadcaster(self, clip: Clip) -> str:
+        return _cut(clip.broadcaster_name)
+
+    @admin.display(description="Game", ordering="game_name")
+    def game(self, clip: Clip) -> str:
+        return _cut(clip.game_name)
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, clip: Clip) -> str:
+        if clip.created_at is None:
+            return "-"
+        when = timezone.localtime(clip.created_at)
+        return format_html(
+            '<span title="{}">{}</span>', when.strftime("%Y-%m-%d %H:%M %Z"), f"{when:%Y-%m-%d}"
+        )
+
     @admin.display(description="Embedding", ordering="embedding_state")
     def embedding_status(self, clip: Clip) -> str:
         state = getattr(clip, "embedding_state", None)
         if state == "failed" and clip.embedding_error:
             return format_html('<span title="{}">failed</span>', clip.embedding_error)
-        return "not embedded" if state == "none" else state or "-"
+        if state in (None, "none"):
+            return "not embedded" if state else "-"
+        made = f"{clip.embedding_model} at {clip.embedding_dimensions} dimensions"
+        if clip.embedding_generated_at is not None:
+            made += f", {timezone.localtime(clip.embedding_generated_at):%Y-%m-%d %H:%M %Z}"
+        return format_html('<span title="{}">{}</span>', made, state)
 
     @admin.display(description="Nearest live clips")
     def similar_clips(self, clip: Clip) -> str:
@@ -146,3 +179,10 @@ class ClipAdmin(EmbeddingActions, admin.ModelAdmin):
             Clip.objects.with_text().filter(pk=clip.pk).values_list("text", flat=True).first()
             or "-"
         )
+
+
+def _cut(text: str | None) -> str:
+    """A cell the list cuts to its column with an ellipsis: whole in its tooltip."""
+    if not text:
+        return "-"
+    return format_html('<span class="cut" title="{}">{}</span>', text, text)

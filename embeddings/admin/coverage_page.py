@@ -7,7 +7,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from embeddings.admin import wording
 from embeddings.admin.coverage_chart import coverage_chart
+from embeddings.admin.workers import queued_message
+from embeddings.app_settings import unserved_settings
 from embeddings.backfill.claims import settle_dead_runs
 from embeddings.backfill.estimate import estimate
 from embeddings.backfill.selection import Selection
@@ -29,6 +32,8 @@ def coverage_view(model_admin, request: HttpRequest) -> HttpResponse:
     report = coverage_report(config.model, config.dimensions)
     settle_dead_runs()  # a reader of the history never shows a dead run as running
     running = list(BackfillRun.objects.filter(status=BackfillRun.Status.RUNNING))
+    building = unfinished_version()
+    unserved = unserved_settings(config)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Embedding coverage",
@@ -37,9 +42,15 @@ def coverage_view(model_admin, request: HttpRequest) -> HttpResponse:
         "config": config,
         "api_key_set": bool(config.api_key),
         "report": report,
-        "building": unfinished_version(),
+        "building": building,
+        "unserved": unserved,
+        # A switch to what is set has begun: its command resumes it.
+        "unserved_building": unserved is not None
+        and building is not None
+        and (building.model, building.dimensions, building.storage)
+        == (unserved.model, unserved.dimensions, unserved.storage),
         "chart": coverage_chart(report.days),
-        "runs": BackfillRun.objects.order_by("-started_at")[:LATEST_RUNS],
+        "runs": _latest_runs(),
         "schedule": _schedule(),
         "can_view_runs": request.user.has_perm("embeddings.view_backfillrun"),
         "running": running,
@@ -65,22 +76,38 @@ def embed_pending_view(model_admin, request: HttpRequest) -> HttpResponse:
         except Exception as err:  # the broker (Redis or the ORM queue) is unreachable
             model_admin.message_user(request, f"Could not queue the clips: {err}", messages.ERROR)
         else:
-            model_admin.message_user(
-                request,
-                f"Queued {tasks} django-q2 tasks in group {group}; running qcluster workers embed "
-                "them, and the runs appear below as they go.",
-                messages.SUCCESS,
-            )
+            _say_queued(model_admin, request, group, tasks)
         return HttpResponseRedirect(coverage_url)
+    pending = estimate(selection.queryset(), config)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Embed all pending clips?",
         "opts": model_admin.model._meta,
         "config": config,
-        "estimate": estimate(selection.queryset(), config),
+        "estimate": pending,
+        "time_at_limits": wording.duration(pending.minutes_at_limits * 60),
         "coverage_url": coverage_url,
     }
     return TemplateResponse(request, "admin/embeddings/clip/embed_pending.html", context)
+
+
+def _say_queued(model_admin, request: HttpRequest, group: str, tasks: int) -> None:
+    if not tasks:
+        model_admin.message_user(
+            request, "Nothing was queued: every live clip has a current vector.", messages.INFO
+        )
+        return
+    text, taken = queued_message("the pending clips", tasks, group)
+    if taken:
+        text += " The runs appear below as they go."
+    model_admin.message_user(request, text, messages.SUCCESS if taken else messages.WARNING)
+
+
+def _latest_runs() -> list[BackfillRun]:
+    runs = list(BackfillRun.objects.order_by("-started_at")[:LATEST_RUNS])
+    for run in runs:
+        run.duration_text = wording.duration(run.duration_seconds)
+    return runs
 
 
 def _schedule():
