@@ -154,6 +154,16 @@ def tool_indexes(connection: BaseDatabaseWrapper, clip_model) -> list:
     return [own for own in map(_named_here, indexes) if own.name in record.added_indexes]
 
 
+def _alter_clips(connection: BaseDatabaseWrapper, clauses: list[sql.Composable]) -> None:
+    """One ALTER TABLE of the site's clips (one brief lock for all of them)."""
+    execute_briefly(
+        connection,
+        sql.SQL("ALTER TABLE {clips} {clauses}")
+        .format(clips=sql.Identifier(CLIPS), clauses=sql.SQL(", ").join(clauses))
+        .as_string(),
+    )
+
+
 def take_in(schema_editor, clip_model, *, storage: str, dimensions: int) -> None:
     """Add what the tool needs to the site's `clips` (see the module's docstring)."""
     connection = schema_editor.connection
@@ -172,19 +182,14 @@ def take_in(schema_editor, clip_model, *, storage: str, dimensions: int) -> None
     missing = [name for name in columns if column_type(connection, name) is None]
     if missing:
         record_names(connection, "added_columns", [*record.added_columns, *missing])
-        execute_briefly(
+        _alter_clips(
             connection,
-            sql.SQL("ALTER TABLE {clips} {adds}")
-            .format(
-                clips=sql.Identifier(CLIPS),
-                adds=sql.SQL(", ").join(
-                    sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(
-                        sql.Identifier(name), sql.SQL(columns[name])
-                    )
-                    for name in missing
-                ),
-            )
-            .as_string(),
+            [
+                sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(
+                    sql.Identifier(name), sql.SQL(columns[name])
+                )
+                for name in missing
+            ],
         )
     with connection.cursor() as cursor:
         cursor.execute(_trigger_sql(schema_editor, clip_model))
@@ -260,17 +265,12 @@ def give_back(schema_editor) -> None:
                 .as_string()
             )
     if record.added_columns:
-        execute_briefly(
+        _alter_clips(
             connection,
-            sql.SQL("ALTER TABLE {clips} {drops}")
-            .format(
-                clips=sql.Identifier(CLIPS),
-                drops=sql.SQL(", ").join(
-                    sql.SQL("DROP COLUMN IF EXISTS {}").format(sql.Identifier(name))
-                    for name in record.added_columns
-                ),
-            )
-            .as_string(),
+            [
+                sql.SQL("DROP COLUMN IF EXISTS {}").format(sql.Identifier(name))
+                for name in record.added_columns
+            ],
         )
     record_names(connection, "added_columns", [])
     record_names(connection, "added_indexes", [])
