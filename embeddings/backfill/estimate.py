@@ -1,6 +1,7 @@
 """What a run would cost before it runs: clips, tokens, requests, price and time at the limits."""
 
 import math
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -9,6 +10,7 @@ from django.db.models import Count, Func, IntegerField, Sum
 from embeddings.app_settings import EmbeddingSettings
 from embeddings.backfill.runs import cost_usd
 from embeddings.clip_text import clip_text_expression
+from embeddings.models import Clip
 from embeddings.providers.batch_shapes import MAX_BATCH_INPUTS
 from embeddings.providers.tokens import BYTES_PER_TOKEN
 
@@ -54,3 +56,39 @@ def estimate(queryset, config: EmbeddingSettings, *, limit: int | None = None) -
         batches=batches,
         fits_batch_queue=tokens <= config.batch_queue_tokens,
     )
+
+
+SAMPLE_CLIPS = 64  # texts the local model embeds once to measure this machine's pace
+
+
+@dataclass(frozen=True)
+class MeasuredRate:
+    """The local model's pace on this machine, from embedding a sample of the real texts."""
+
+    clips: int  # in the sample
+    seconds: float
+    clips_per_second: float
+
+    def seconds_for(self, clips: int) -> float:
+        return clips / self.clips_per_second if self.clips_per_second else 0.0
+
+
+def measure_local_rate(queryset, config: EmbeddingSettings, *, sample: int = SAMPLE_CLIPS):
+    """Embed up to `sample` of the selected clips' texts with the local model (nothing is
+    stored or cached) and time it, after one warm-up call; None when nothing is selected."""
+    from embeddings.providers.local import LocalProvider  # pulls in torch: only here
+
+    ids = queryset.order_by("pk").values("pk")[:sample]
+    texts = [
+        text
+        for text in Clip.objects.with_text().filter(pk__in=ids).values_list("text", flat=True)
+        if text and text.strip()
+    ]
+    if not texts:
+        return None
+    provider = LocalProvider(model=config.model, dimensions=config.dimensions)
+    provider.embed(texts[:4])  # the first call pays for loading kernels, not the pace
+    started = time.perf_counter()
+    provider.embed(texts)
+    seconds = max(time.perf_counter() - started, 1e-6)
+    return MeasuredRate(clips=len(texts), seconds=seconds, clips_per_second=len(texts) / seconds)

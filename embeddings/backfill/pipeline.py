@@ -125,6 +125,12 @@ class Backfill:
         self._to_embed: queue.Queue = queue.Queue(maxsize=2 * self._window // options.batch_size)
         self._to_write: queue.Queue = queue.Queue(maxsize=WRITERS)
         self._total = total
+        self._in_flight = 0  # embedding requests sent and not yet answered
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered: what `stop()` lets finish."""
+        return self._in_flight
 
     def count(self) -> int:
         """How many clips the run selects (counted once); a following run counts as it claims."""
@@ -156,11 +162,11 @@ class Backfill:
         for thread in stages:
             thread.start()
         for thread in embedders:
-            thread.join()
+            _join(thread)
         for _ in range(WRITERS):
             self._to_write.put(_DONE)
         for thread in stages:
-            thread.join()
+            _join(thread)
         self.progress.finished = time.monotonic()
         return self.progress
 
@@ -280,12 +286,17 @@ class Backfill:
 
     def _embed(self, batches: list[list[ClaimedClip]]) -> None:
         clips = [clip for batch in batches for clip in batch]
+        with self._lock:
+            self._in_flight += 1
         try:
             result = self.service.embed([clip.text for clip in clips])
         except FatalProviderError as err:
             self._fail_fatally(err)
             self._release(batches)
             return
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         with self._lock:
             self.progress.stats.add(result.stats)
         # The batches of one request are written together: one transaction, one COPY.
@@ -352,3 +363,10 @@ class Backfill:
             release([clip.id for batch in batches for clip in batch], self.run_id)
         except Exception:
             logger.warning("could not release claims; they lapse with this run's lease")
+
+
+def _join(thread: threading.Thread) -> None:
+    """Join in short waits: the main thread stays free to run a signal handler at once (a
+    second Ctrl-C must not wait for the requests in flight)."""
+    while thread.is_alive():
+        thread.join(0.2)

@@ -6,11 +6,14 @@ row tells the truth while it goes and after it dies: counts are saved every few 
 reader of the history (`settle_dead_runs`).
 """
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from decimal import Decimal
 
+from django.db import connection
 from django.utils import timezone
 
 from embeddings.app_settings import EmbeddingSettings
@@ -22,6 +25,8 @@ from embeddings.backfill.site_vectors import check_site_vectors
 from embeddings.backfill.write_mode import WriteMode
 from embeddings.models import BackfillRun
 from embeddings.service.embedding_service import EmbeddingService
+
+logger = logging.getLogger(__name__)
 
 SAVE_EVERY_SECONDS = 2.0
 
@@ -56,17 +61,44 @@ class RunRecorder:
         self.config = config
         self.batch = batch
         self._saved_at = float("-inf")
+        self._saving = threading.Lock()  # the writers and the heartbeat both save
 
     def progress(self, progress: BackfillProgress) -> None:
-        if time.monotonic() - self._saved_at < SAVE_EVERY_SECONDS:
-            return
-        self._saved_at = time.monotonic()
-        self._copy(progress)
-        self.run.updated_at = timezone.now()
+        with self._saving:
+            if time.monotonic() - self._saved_at < SAVE_EVERY_SECONDS:
+                return
+            self._saved_at = time.monotonic()
+            self._copy(progress)
+            self.run.updated_at = timezone.now()
+            counts = {name: getattr(self.run, name) for name in self.COUNTS}
         BackfillRun.objects.filter(pk=self.run.pk, status=BackfillRun.Status.RUNNING).update(
-            **{name: getattr(self.run, name) for name in self.COUNTS},
-            updated_at=self.run.updated_at,
+            **counts, updated_at=self.run.updated_at
         )
+
+    def heartbeat(self, progress: Callable[[], BackfillProgress]) -> Callable[[], None]:
+        """Save every few seconds whether or not a batch was written, so a run killed before
+        its first write is settled with the time it lived (`updated_at - started_at`), not
+        0 s. Returns the function that stops it (before `finish`)."""
+        stopped = threading.Event()
+
+        def beat() -> None:
+            try:
+                while not stopped.wait(SAVE_EVERY_SECONDS):
+                    try:
+                        self.progress(progress())
+                    except Exception as err:  # the database may be gone: the run says so
+                        logger.warning("could not save the run's progress: %s", err)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=beat, name="run-heartbeat", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopped.set()
+            thread.join(timeout=10)
+
+        return stop
 
     def finish(self, progress: BackfillProgress) -> None:
         run = self.run
@@ -149,6 +181,7 @@ def execute_backfill(
         on_progress=progressed,
         on_poll=on_poll,
     )
+    stop_heartbeat = None
     rebuild = index_mode == WriteMode.REBUILD and run is not None
     if run is not None and on_step:
         others = other_live_runs(run.pk)
@@ -156,12 +189,16 @@ def execute_backfill(
             ids = ", ".join(f"#{other}" for other in others)
             on_step(f"another run is in progress ({ids}): the clips it holds are left to it")
     try:
+        if recorder:
+            stop_heartbeat = recorder.heartbeat(lambda: backfill.progress)
         if on_start:
             on_start(backfill)
         if rebuild:
             drop_hnsw_index()
         progress = backfill.run()
     finally:
+        if stop_heartbeat:
+            stop_heartbeat()
         if lease:
             try:
                 _pay_owed_indexes(lease, backfill.progress, on_step)

@@ -5,25 +5,28 @@ A thin door into `embeddings.backfill.runs.execute_backfill`; the old Go tool's 
 """
 
 import json
+import os
 import signal
+import sys
 import threading
+import time as clock
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, time, timedelta
 
 from django.core.management.base import CommandError, CommandParser
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from embeddings.app_settings import MAX_CONCURRENCY, EmbeddingSettings
 from embeddings.backfill.batch_api.jobs import execute_batch_job
 from embeddings.backfill.batch_api.report import batch_lines
-from embeddings.backfill.estimate import estimate
+from embeddings.backfill.estimate import estimate, measure_local_rate
 from embeddings.backfill.pipeline import Backfill, BackfillOptions, BackfillProgress
 from embeddings.backfill.preflight import check_endpoint, preflight
 from embeddings.backfill.progress_report import ProgressReporter, format_duration, summary_lines
-from embeddings.backfill.runs import cost_usd, execute_backfill
+from embeddings.backfill.runs import RunRecorder, cost_usd, execute_backfill
 from embeddings.backfill.selection import Selection
 from embeddings.backfill.site_vectors import check_site_vectors, site_vectors
 from embeddings.backfill.switch import SwitchOptions, rewrite_served
@@ -73,13 +76,40 @@ def _money(value) -> float | None:
     return float(value) if value is not None else None
 
 
+STOPPED_NOW_EXIT = 130  # the shell's code for a run ended by Ctrl-C
+EPILOG = (
+    "Ctrl-C (or SIGTERM) stops claiming clips and finishes the requests in flight, then prints "
+    "the summary and exits 1 (interrupted). A second Ctrl-C stops at once: the answers in "
+    f"flight are lost, as with a kill, the run is recorded as interrupted, its claims are freed "
+    f"and the exit code is {STOPPED_NOW_EXIT}. Run again to continue either way."
+)
+
+
+class StopNow(BaseException):
+    """A second Ctrl-C: raised in the main thread, out of whatever it waits on."""
+
+
 @contextmanager
-def _stop_on_signals(stop: Callable[[], object]) -> Iterator[None]:
-    """SIGINT/SIGTERM call `stop` while the block runs; only the main thread may set them."""
+def _stop_on_signals(
+    stop: Callable[[], object], *, said: Callable[[], str] | None = None, write=None
+) -> Iterator[None]:
+    """SIGINT/SIGTERM call `stop` while the block runs; only the main thread may set them.
+
+    With `said`, the first signal writes its line at once; a second raises StopNow."""
     previous = {}
+    signals = []
+
+    def handler(signum, frame) -> None:
+        signals.append(signum)
+        if len(signals) > 1 and said is not None:
+            raise StopNow()
+        stop()
+        if said is not None and write is not None:
+            write(said())
+
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: stop())
+            previous[signum] = signal.signal(signum, handler)
     try:
         yield
     finally:
@@ -91,6 +121,7 @@ class Command(EmbeddingCommand):
     help = "Embed live clips that have no current embedding (all live clips with --force)."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.epilog = EPILOG
         parser.add_argument("--batch", "-batch", type=int, default=50, help="clips per batch (50)")
         parser.add_argument(
             "--force", "-force", action="store_true", help="re-embed clips that have a vector"
@@ -222,8 +253,16 @@ class Command(EmbeddingCommand):
             if not quiet:
                 self.stdout.write(f"Step: {step}")
 
-        # SIGINT/SIGTERM finish the batches in flight.
-        with _stop_on_signals(lambda: [backfill.stop() for backfill in started]):
+        def stopping() -> str:
+            requests = sum(backfill.in_flight for backfill in started)
+            return f"stopping: finishing {requests} requests in flight; Ctrl-C again to stop now"
+
+        # SIGINT/SIGTERM finish the batches in flight; a second one stops at once.
+        with _stop_on_signals(
+            lambda: [backfill.stop() for backfill in started],
+            said=stopping,
+            write=self._say_now,
+        ):
             try:
                 if plan.mode == WriteMode.BULK:  # each pass of the rewrite makes its own service
                     progress, run = self._bulk(opts, concurrency, on_start, on_step, reporter)
@@ -243,12 +282,49 @@ class Command(EmbeddingCommand):
                 raise _database_error(
                     err, "Nothing wrong was written; run again to continue."
                 ) from None
+            except StopNow:
+                reporter.close()
+                self._stopped_now(started, config, opts, index_mode=plan.mode)
             finally:
                 reporter.close()
                 service.close()
         self._summary(progress, config, run.pk if run else None, opts, index_mode=plan.mode)
         if progress.exit_code:
             raise CommandError(self._failure_message(progress), returncode=progress.exit_code)
+
+    def _say_now(self, line: str) -> None:
+        """A line from a signal handler: straight to the file descriptor, never through a
+        buffer the interrupted code may be in the middle of writing."""
+        try:
+            os.write(sys.stderr.fileno(), (line + "\n").encode())
+        except (OSError, ValueError, AttributeError):  # no real stderr (a test's StringIO)
+            self.stderr.write(line)
+
+    def _stopped_now(
+        self, started: list[Backfill], config: EmbeddingSettings, opts: dict, *, index_mode
+    ) -> None:
+        """A second Ctrl-C: the run's lease is closed (claims freed) by `execute_backfill` on
+        the way out; record the run as interrupted with its counts so far, print the summary
+        and leave without waiting for the requests in flight (their answers are lost)."""
+        connection.close()  # the signal may have cut a query of this thread short
+        progress = started[-1].progress if started else None
+        run_id = started[-1].run_id if started else None
+        try:
+            if progress is not None:
+                progress.interrupted = True
+                progress.finished = progress.finished or clock.monotonic()
+            if progress is not None and run_id is not None:
+                run = BackfillRun.objects.filter(pk=run_id).first()
+                if run is not None and run.status == BackfillRun.Status.RUNNING:
+                    RunRecorder(run, config).finish(progress)
+            if progress is not None:
+                self._summary(progress, config, run_id, opts, index_mode=index_mode)
+            self.stderr.write("stopped now: the answers in flight were lost; run again to continue")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # Not through interpreter shutdown: it would wait for the requests in flight.
+            os._exit(STOPPED_NOW_EXIT)
 
     def _bulk(
         self,
@@ -382,6 +458,9 @@ class Command(EmbeddingCommand):
             # The site's own vectors of this model are to be kept, but for the sample.
             queryset = queryset.exclude(site_vector_q(config.model))
         found = estimate(queryset, config, limit=options.limit)
+        if config.provider == "local":
+            self._estimate_local(queryset, found, config, as_json=as_json)
+            return
         cost = found.cost_usd
         if as_json:
             data = {
@@ -433,6 +512,43 @@ class Command(EmbeddingCommand):
             + f" (half price) in {found.batches} batches, within 24 h; {found.tokens} tokens "
             f"{fits} (EMBEDDING_BATCH_QUEUE_TOKENS={config.batch_queue_tokens})"
         )
+
+    def _estimate_local(self, queryset, found, config: EmbeddingSettings, as_json: bool) -> None:
+        """The local model: no price, no Batch API (it refuses it), and the time from this
+        machine's measured pace on a sample of the texts, not from API rate limits."""
+        measured = measure_local_rate(queryset, config) if found.clips else None
+        seconds = measured.seconds_for(found.clips) if measured else 0.0
+        if as_json:
+            data = {
+                "clips": found.clips,
+                "estimated_tokens": found.tokens,
+                "requests": found.requests,
+                "cost_usd": 0.0,
+                "seconds_measured": round(seconds, 1),
+                "measured": None
+                if measured is None
+                else {
+                    "sample_clips": measured.clips,
+                    "sample_seconds": round(measured.seconds, 3),
+                    "clips_per_second": round(measured.clips_per_second, 1),
+                },
+                "minutes_at_limits": None,
+                "batch_api": None,
+            }
+            self.stdout.write(json.dumps(data, indent=2))
+            return
+        self.stdout.write(f"Clips to embed: {found.clips}")
+        self.stdout.write(f"Estimated tokens: {found.tokens}")
+        self.stdout.write(f"Estimated cost: none: the local model {config.model} runs here")
+        if measured is None:
+            self.stdout.write("Estimated time: nothing to embed")
+        else:
+            self.stdout.write(
+                f"Estimated time: {format_duration(seconds)}, measured: the local model embedded "
+                f"{measured.clips} of these clips in {format_duration(measured.seconds)} "
+                f"({measured.clips_per_second:.0f} clips/s on this machine)"
+            )
+        self.stdout.write("The Batch API (--batch-api) is not offered by the local provider.")
 
 
 def _database_error(err: DatabaseError, what_now: str) -> CommandError:
