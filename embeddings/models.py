@@ -135,8 +135,12 @@ class ClipQuerySet(models.QuerySet):
 
     def pending(self, model: str, dimensions: int) -> "ClipQuerySet":
         """Live clips that need a vector: none yet, or one made from other text, model or size
-        (a clip with no text to embed needs none)."""
-        return self.live().exclude(current_embedding_q(model, dimensions)).exclude(BLANK_Q)
+        (a clip with no text to embed needs none); and clips whose last attempt failed after
+        their current vector was made (a `--force` run's failures, which the next plain run
+        retries). The coverage counts do not use this: such a clip still counts as embedded."""
+        failed_since = models.Q(embedding_failed_at__gt=models.F("embedding_generated_at"))
+        needs = ~current_embedding_q(model, dimensions) | failed_since
+        return self.live().filter(needs).exclude(BLANK_Q)
 
     def awaiting_vector(self) -> "ClipQuerySet":
         """Live clips new or edited since their vector: what live sync and the sweep embed

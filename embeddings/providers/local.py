@@ -42,6 +42,22 @@ def resolve_model_path(model: str) -> Path:
     return Path(module.get_model_path())
 
 
+def _quiet_model_loading() -> None:
+    """No `Loading weights` bar nor loading chatter on every command: transformers and
+    huggingface_hub are told through their own switches (the environment variables only
+    work before their first import, which may already have happened)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        import huggingface_hub.utils
+        import transformers.utils.logging
+    except ImportError:  # sentence-transformers always brings both; nothing to quiet if not
+        return
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 class LocalProvider:
     def __init__(self, *, model: str, dimensions: int, batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,6 +69,7 @@ class LocalProvider:
             raise ProviderConfigurationError(
                 "EMBEDDING_PROVIDER=local needs sentence-transformers: pip install -e '.[local]'"
             ) from None
+        _quiet_model_loading()
         self.model = model
         self.dimensions = dimensions
         self._batch_size = batch_size

@@ -21,6 +21,7 @@ import numpy as np
 import openai
 import orjson
 
+from embeddings.app_settings import redact_url
 from embeddings.exceptions import (
     FatalProviderError,
     InputRejected,
@@ -70,7 +71,7 @@ class OpenAIProvider:
                 "/embeddings", cast_to=httpx2.Response, content=orjson.dumps(body)
             )
         except openai.APIStatusError as err:
-            raise classify_api_error(err) from None
+            raise classify_api_error(err, sent=self._sent(), url=self.base_url) from None
         except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
             raise RetryableError(f"{type(err).__name__}: {err}") from None
         vectors, tokens = self._decode(raw.content, len(texts))
@@ -81,20 +82,35 @@ class OpenAIProvider:
             remaining_tokens=_header_int(raw.headers, "x-ratelimit-remaining-tokens"),
         )
 
+    def _sent(self) -> str:
+        """What a request says of the model and its size: the served version's values, which
+        an error must name (not the settings', which may differ until a switch serves them)."""
+        sent = f"model={self.model}, dimensions={self.dimensions}"
+        return sent if self.send_dimensions else f"{sent} (not sent: EMBEDDING_SEND_DIMENSIONS)"
+
     def _decode(self, content: bytes, expected: int) -> tuple[np.ndarray, int]:
         try:
             body = orjson.loads(content)
         except ValueError as err:
             raise RetryableError(f"malformed response from the embeddings API: {err}") from None
         vectors, tokens = decode_embeddings(
-            body, expected, self.dimensions, size_confirmed=self._size_confirmed
+            body,
+            expected,
+            self.dimensions,
+            size_confirmed=self._size_confirmed,
+            sent=self._sent(),
         )
         self._size_confirmed = True
         return vectors, tokens
 
 
 def decode_embeddings(
-    body: Any, expected: int, dimensions: int, *, size_confirmed: bool = False
+    body: Any,
+    expected: int,
+    dimensions: int,
+    *,
+    size_confirmed: bool = False,
+    sent: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """The vectors of an embeddings response body, in input order, and its prompt tokens;
     checked before they are believed (online answers and Batch API lines alike)."""
@@ -111,11 +127,13 @@ def decode_embeddings(
         # Once the API has answered with the configured size, a one-vector answer of another
         # size is a glitch to retry; before that it is as telling as a whole wrong response.
         if len(lengths) == 1 and (expected > 1 or not size_confirmed):
+            asked = f" (the request had {sent})" if sent else ""
             raise ProviderConfigurationError(
-                f"the API returned {lengths.pop()}-dimensional vectors but "
-                f"EMBEDDING_DIMENSIONS={dimensions}: set EMBEDDING_DIMENSIONS to the "
-                "model's size (and resize the column), or use a model that accepts "
-                "`dimensions` (EMBEDDING_SEND_DIMENSIONS)"
+                f"the API returned {lengths.pop()}-dimensional vectors but the served "
+                f"version has {dimensions} dimensions{asked}: serve the model's size "
+                "(`manage.py switch_embeddings --dimensions N`, or EMBEDDING_DIMENSIONS=N on a "
+                "new database), or use a model that accepts `dimensions` "
+                "(EMBEDDING_SEND_DIMENSIONS)"
             )
         raise RetryableError(f"response has vectors of {sorted(lengths)} dimensions")
     if not np.isfinite(vectors).all():
@@ -197,8 +215,12 @@ def _retry_after(headers) -> float | None:
     return None
 
 
-def classify_api_error(err: openai.APIStatusError) -> ProviderError:
-    """The error class the service decides by, for any API answer that is not a 200."""
+def classify_api_error(
+    err: openai.APIStatusError, *, sent: str | None = None, url: str | None = None
+) -> ProviderError:
+    """The error class the service decides by, for any API answer that is not a 200. `sent`
+    (the model and size the request carried) and `url` (the base URL) go into the messages
+    of configuration errors, so they name what was really sent."""
     status = err.status_code
     code = getattr(err, "code", None)
     message = getattr(err, "message", None) or str(err)
@@ -224,14 +246,16 @@ def classify_api_error(err: openai.APIStatusError) -> ProviderError:
         )
     if status == 403:
         return ProviderConfigurationError(f"access denied (403): {message}")
+    asked = f" (the request had {sent})" if sent else ""
     if status == 404:
+        where = f" at {redact_url(url)}/embeddings" if url else ""
         return ProviderConfigurationError(
-            f"not found (404): is EMBEDDING_MODEL right and does OPENAI_BASE_URL end in /v1? "
-            f"({message})"
+            f"not found (404){where}{asked}: check EMBEDDING_MODEL and OPENAI_BASE_URL (some "
+            f"servers answer at the root, others under /v1) ({message})"
         )
     if status == 400:
         match = INPUT_INDEX.search(message)
         if match or getattr(err, "param", None) == "input":
             return InputRejected(message, index=int(match.group(1)) if match else None)
-        return ProviderConfigurationError(f"the API refused the request (400): {message}")
+        return ProviderConfigurationError(f"the API refused the request (400){asked}: {message}")
     return ProviderConfigurationError(f"unexpected API error {status}: {message}")

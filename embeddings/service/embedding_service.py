@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 BLANK = Failure.of(FailureKind.BLANK)
 
+# `usage.prompt_tokens` is believed (for pacing and stats) only within these multiples of the
+# estimate: Infinity, for one, reports characters (about 4x), which would slow a tight TPM
+# four-fold for tokens nobody counts.
+PLAUSIBLE_USAGE = (0.25, 2.0)
+
 
 @dataclass
 class EmbedResult:
@@ -87,6 +92,7 @@ class EmbeddingService:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="embed")
         self.in_flight = InFlight()
         self.breaker = Breaker(provider.describe())
+        self._implausible_usage_logged = False  # see _tokens_used
 
     def cache_description(self) -> str:
         return self.cache.describe() if self.cache else "off"
@@ -237,9 +243,30 @@ class EmbeddingService:
             raise
         self.breaker.succeeded()
         stats.inputs += len(texts)
-        stats.tokens += response.prompt_tokens or tokens
+        stats.tokens += self._tokens_used(response.prompt_tokens, tokens)
         self.limiter.observe(response.remaining_requests, response.remaining_tokens)
         return response
+
+    def _tokens_used(self, reported: int, estimate: int) -> int:
+        """The tokens a request counts for: what the server reported when that is plausible
+        next to the estimate (the limiter is charged the difference), else the estimate."""
+        if not reported:
+            return estimate
+        low, high = PLAUSIBLE_USAGE
+        if low * estimate <= reported <= high * estimate:
+            self.limiter.charge(reported - estimate)
+            return reported
+        if not self._implausible_usage_logged:
+            self._implausible_usage_logged = True
+            logger.warning(
+                "the server reported usage.prompt_tokens=%d for a request estimated at %d "
+                "tokens (%.1fx): pacing and counting by the estimate (some servers, Infinity "
+                "for one, report characters)",
+                reported,
+                estimate,
+                reported / estimate,
+            )
+        return estimate
 
 
 def _estimate(texts: list[str]) -> int:

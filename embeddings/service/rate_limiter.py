@@ -42,7 +42,8 @@ def step(
     """Apply one operation at time `now`; return the new buckets and the wait (0: granted).
 
     `_SCRIPT` is this function line by line in Lua. acquire: x = token cost; observe:
-    x, y = remaining requests, tokens (negative: header absent); pause: x = seconds.
+    x, y = remaining requests, tokens (negative: header absent); pause: x = seconds; charge:
+    x = tokens used beyond what acquire took (negative: a refund; never above capacity).
     """
     req, tok, updated, paused = b or (rpm, tpm, now, 0.0)
     elapsed = max(0.0, now - updated)
@@ -58,6 +59,8 @@ def step(
         tok = min(tok, y) if y >= 0 else tok
     elif op == "pause":
         paused = max(paused, now + x)
+    elif op == "charge":
+        tok = min(tpm, tok - x)
     return (req, tok, now, paused), wait
 
 
@@ -82,6 +85,8 @@ elseif op == 'observe' then
   if y >= 0 then tok = math.min(tok, y) end
 elseif op == 'pause' then
   paused = math.max(paused, now + x)
+elseif op == 'charge' then
+  tok = math.min(tpm, tok - x)
 end
 local f = '%.6f'
 redis.call('HSET', KEYS[1], 'req', string.format(f, req), 'tok', string.format(f, tok),
@@ -102,6 +107,10 @@ class RateLimiter(Protocol):
 
     def pause(self, seconds: float) -> None:
         """After a 429: nobody acquires before now + seconds (never shortens a pause)."""
+
+    def charge(self, tokens: int) -> None:
+        """A request used `tokens` more than it acquired (fewer when negative): the token
+        bucket pays the difference, so the next requests wait for it."""
 
     def describe(self) -> str: ...
 
@@ -137,6 +146,10 @@ class _BucketLimiter:
 
     def pause(self, seconds: float) -> None:
         self._run("pause", max(0.0, seconds))
+
+    def charge(self, tokens: int) -> None:
+        if tokens:
+            self._run("charge", tokens)
 
 
 class LocalRateLimiter(_BucketLimiter):
@@ -244,6 +257,7 @@ class UnlimitedRateLimiter:
 
     def observe(self, remaining_requests: int | None, remaining_tokens: int | None) -> None: ...
     def pause(self, seconds: float) -> None: ...
+    def charge(self, tokens: int) -> None: ...
 
 
 def build_rate_limiter(

@@ -121,6 +121,13 @@ class Faults:
     max_request_tokens: int = 300_000
     ignore_dimensions: bool = False
     native_dimensions: int = 1536
+    # Modes of servers that are not OpenAI: the path the API answers under ("" = at the root,
+    # as Infinity does); the models `GET {prefix}/models` lists, comma-separated (None: no
+    # such endpoint, 404; when set, embeddings for any other model are a 404
+    # model_not_found); `usage.prompt_tokens` in characters (as Infinity reports it).
+    prefix: str = "/v1"
+    served_models: str | None = None
+    usage_in_characters: bool = False
     # The Batch API (tests/support/openai_batches.py): seconds a batch takes; per-line and
     # per-batch faults; what share of its lines an expired or cancelled batch finished.
     batch_seconds: float = 0.0
@@ -400,7 +407,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._read_body()
         path = self.path.split("?", 1)[0]
-        if path == "/_control/stats":
+        faults = self.server.owner.faults
+        if path == faults.prefix + "/models" and faults.served_models is not None:
+            models = [name for name in faults.served_models.split(",") if name]
+            data = [{"id": name, "object": "model", "owned_by": "test"} for name in models]
+            self._send_json(200, {"object": "list", "data": data})
+        elif path == "/_control/stats":
             self._send_json(200, self.server.owner.stats.to_dict())
         elif path == "/_control/faults":
             self._send_json(200, self.server.owner.faults.to_dict())
@@ -413,7 +425,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path == EMBEDDINGS_PATH:
+        if path == self.server.owner.faults.prefix + "/embeddings":
             with self.server.owner._serving_one():
                 self._embeddings()
             return
@@ -529,6 +541,15 @@ class _Handler(BaseHTTPRequestHandler):
             if not limit.allowed:
                 raise self._rate_limit_error(faults, limit, request.get("model"), tokens)
             self._validate(faults, request, texts, tokens_each)
+            if faults.served_models is not None and request["model"] not in (
+                faults.served_models.split(",")
+            ):
+                raise _HTTPError(
+                    404,
+                    f"The model `{request['model']}` does not exist or you do not have access "
+                    "to it.",
+                    code="model_not_found",
+                )
             if error_5xx:
                 raise _HTTPError(
                     500,
@@ -540,7 +561,8 @@ class _Handler(BaseHTTPRequestHandler):
                 owner._record(arrived, 502, texts, tokens, billed=False)
                 self._send(502, _HTML_502, content_type="text/html; charset=utf-8")
                 return
-            payload, faulted = owner.answer(faults, request, texts, tokens, malformed)
+            reported = sum(len(text) for text in texts) if faults.usage_in_characters else tokens
+            payload, faulted = owner.answer(faults, request, texts, reported, malformed)
         except _HTTPError as exc:
             owner._record(arrived, exc.status, texts, tokens, billed=False)
             self._send_json(exc.status, exc.body, exc.headers)
