@@ -215,6 +215,7 @@ def test_two_runs_at_once_keep_the_rebuild_and_the_index_comes_back_once_all_are
     assert (code_a, code_b) == (0, 0), out_a + out_b
     assert "index=rebuild" in out_a and "index=rebuild" in out_b, out_a + out_b
     assert "another run is in progress (#" in out_a + out_b, out_a + out_b
+    assert "Held by another run: " in out_a + out_b, out_a + out_b
     assert not index_back_early
     assert index_state(HNSW_INDEX_NAME) is True
     assert Clip.objects.live().filter(embedding__isnull=False).count() == live

@@ -182,6 +182,8 @@ def summary_lines(p: BackfillProgress, cost: Decimal | None, *, dry_run: bool) -
         f"Tokens: {s.tokens}",
         f"Cost: ${cost:.6f}" if cost is not None else "Cost: unknown for this model",
     ]
+    if p.held_elsewhere:
+        lines.append(f"Held by another run: {p.held_elsewhere} (that run embeds them)")
     if dry_run:
         lines.append(f"Would write: {p.processed} embeddings")
     for reason, count in p.reasons.most_common(5):

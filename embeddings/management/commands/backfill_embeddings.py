@@ -435,6 +435,7 @@ class Command(EmbeddingCommand):
                     if progress.index_build_seconds is None
                     else round(progress.index_build_seconds, 3)
                 ),
+                "held_by_other_runs": progress.held_elsewhere,
                 **progress.stats.as_dict(),
             }
             self.stdout.write(json.dumps(data, indent=2))
@@ -492,7 +493,8 @@ class Command(EmbeddingCommand):
                 f" {site.replaced} of other models or unlabelled replaced"
             )
         self.stdout.write(f"Clips to embed: {found.clips}")
-        self.stdout.write(f"Estimated tokens: {found.tokens} in at least {found.requests} requests")
+        requests = f"{found.requests} request{'' if found.requests == 1 else 's'}"
+        self.stdout.write(f"Estimated tokens: {found.tokens} in at least {requests}")
         price = f"${cost:.4f} at list price" if cost is not None else "unknown price for model"
         self.stdout.write(f"Estimated cost: {price} ({config.model})")
         self.stdout.write(
