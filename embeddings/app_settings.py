@@ -18,7 +18,7 @@ from django.conf import settings
 
 from embeddings.exceptions import ConfigurationError
 
-# List price per 1M input tokens (REFERENCE.md); unknown models report no cost.
+# List price per 1M input tokens (https://openai.com/api/pricing/); unknown models report no cost.
 PRICE_PER_MILLION_TOKENS = {
     "text-embedding-3-small": 0.02,
     "text-embedding-3-large": 0.13,

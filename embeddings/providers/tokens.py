@@ -1,6 +1,7 @@
 """Token estimates that need no tokenizer download.
 
-The API sizes a request by about UTF-8 bytes / 4 (REFERENCE.md), so requests are packed by
+The API sizes a request by about UTF-8 bytes / 4 (OpenAI's rule of thumb: a token is about 4
+characters of English, https://platform.openai.com/tokenizer), so requests are packed by
 that estimate; the exact count comes back in `usage.prompt_tokens` and is what stats report.
 """
 

@@ -288,7 +288,7 @@ def quality(out: Path) -> dict:
 
 
 def demo_clip_text(clip: "DemoClip") -> str:
-    """The embedded text in CONTRACT.md's format, so the COPY can write current vectors; the
+    """The embedded text in the README's format, so the COPY can write current vectors; the
     load checks it against PostgreSQL's own (`text_hash`)."""
     title, broadcaster, creator = (
         clip.title.strip(" "),

@@ -1,8 +1,8 @@
 """Real django-q2 clusters for the tests: `manage.py qcluster` subprocesses, stopped for sure.
 
-A cluster takes tasks from the queue named after it (REFERENCE.md): one that outlived its test
-would steal the next test's tasks, so every cluster runs in its own session and is ended in a
-`finally`.
+A cluster takes tasks from the queue named after it (django-q2's `Conf.PREFIX`): one that
+outlived its test would steal the next test's tasks, so every cluster runs in its own session
+and is ended in a `finally`.
 """
 
 import os
