@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
@@ -969,30 +969,9 @@ class _Clock:
 
 
 @contextmanager
-def site_database(
-    clips: int = 1_000,
-    *,
-    key: Key = "uuid",
-    dimensions: int = 768,
-    with_vectors: float = 0.0,
-    model: str = DEFAULT_MODEL,
-    other_vectors: float = 0.0,
-    other_model: str | None = None,
-    seed: int = 0,
-    server_url: str | None = None,
-) -> Iterator[SiteDatabase]:
-    """`SiteDatabase.create(...)`, dropped on exit whatever happened."""
-    site = SiteDatabase.create(
-        clips,
-        key=key,
-        dimensions=dimensions,
-        with_vectors=with_vectors,
-        model=model,
-        other_vectors=other_vectors,
-        other_model=other_model,
-        seed=seed,
-        server_url=server_url,
-    )
+def site_database(clips: int = 1_000, **options: Any) -> Iterator[SiteDatabase]:
+    """`SiteDatabase.create(clips, **options)`, dropped on exit whatever happened."""
+    site = SiteDatabase.create(clips, **options)
     try:
         yield site
     finally:
