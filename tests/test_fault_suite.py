@@ -263,7 +263,7 @@ def test_a_clip_written_while_another_run_claims_it_is_not_claimed_again(setting
             errors,
         )
         with psycopg.connect(database_url_of_tests(), autocommit=True) as observer:
-            wait_for(lambda: _backends_waiting_to_claim(observer) or not claimer.is_alive())
+            wait_for(lambda: _backends_waiting_to_claim(observer) or not claimer.is_alive(), 60)
     finally:
         commit.set()
         writer.join(timeout=30)
