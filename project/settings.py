@@ -72,9 +72,11 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before staticfiles and django_q: its `runserver` and `qcluster` wrap theirs (one-line
+    # configuration errors), and Django takes a command from the first app listed.
+    "embeddings",
     "django.contrib.staticfiles",
     "django_q",
-    "embeddings",
 ]
 
 MIDDLEWARE = [

@@ -34,6 +34,8 @@ EVERY_COMMAND = [
     ("load_demo_clips", "--count", "5"),
     ("ensure_superuser",),
     ("migrate", "--noinput"),
+    ("qcluster",),
+    ("runserver", "--noreload", "127.0.0.1:8999"),
 ]
 
 
@@ -131,7 +133,7 @@ def test_a_socket_with_no_server_and_a_database_that_does_not_exist_are_one_line
 def test_a_malformed_database_url_is_one_line_whatever_the_command(command_env, url, shown):
     env = {**command_env, "DATABASE_URL": url}
 
-    results = manage_all(env, [*EVERY_COMMAND, ("check",), ("help",), ("qcluster",)])
+    results = manage_all(env, [*EVERY_COMMAND, ("check",), ("help",)])
 
     for result in results.values():
         assert shown in error_line(result, names="DATABASE_URL")
@@ -185,9 +187,11 @@ def test_a_closed_redis_port_is_one_line_naming_redis_url_where_redis_is_needed(
     env = {**command_env, "REDIS_URL": f"redis://:{PASSWORD}@127.0.0.1:{closed_port()}/15"}
 
     enqueue = manage(env, "backfill_embeddings", "--enqueue")
+    workers = manage(env, "qcluster")
     malformed = manage({**env, "REDIS_URL": f"localhost:{PASSWORD}"}, "backfill_embeddings")
 
     assert "redis://:***@127.0.0.1" in error_line(enqueue, names="REDIS_URL")
+    assert "Connection refused" in error_line(workers, names="REDIS_URL")
     assert "is not a Redis URL" in error_line(malformed, names="REDIS_URL")
 
 
