@@ -88,15 +88,29 @@ def test_a_server_without_models_is_not_refused_for_that(command_env, openai_ser
     assert Clip.objects.filter(embedding__isnull=False).count() == 4
 
 
-def test_a_wrong_path_on_a_server_without_models_names_the_url_it_tried(command_env, openai_server):
+def test_a_server_at_the_root_without_models_is_told_by_an_empty_request(
+    command_env, openai_server
+):
     make_clips(3)
     openai_server.update_faults(prefix="")  # at the root, and no /models to tell it by
+    root = openai_server.base_url.removesuffix("/v1")
 
     code, output = run(command_env)
 
     line = one_error_line(code, output)
-    assert f"not found (404) at {openai_server.base_url}/embeddings" in line
-    assert "end in /v1?" not in output
+    assert f"answers 404 at {openai_server.base_url}/embeddings" in line
+    assert f"this server answers at the root: set OPENAI_BASE_URL={root}" in line
+    assert openai_server.stats.ok == 0 and openai_server.stats.inputs_received == 0
+    assert Clip.objects.filter(embedding__isnull=False).count() == 0
+
+
+def test_a_right_base_url_without_models_costs_no_probe_request(command_env, openai_server):
+    make_clips(3)  # the default: under /v1, no /models; the root answers 404
+
+    code, output = run(command_env)
+
+    assert code == 0, output
+    assert openai_server.stats.requests == 1, "one request for three clips, no probe"
 
 
 def test_a_size_error_names_the_size_sent_not_a_stale_setting(command_env, openai_server):

@@ -104,8 +104,9 @@ def check_models(config: EmbeddingSettings, url: str) -> None:
     * a list without the served model: the model name is wrong, and the message lists what
       the server serves.
 
-    A server without `/models` (404 at both) or answering anything else (401, 5xx, not JSON)
-    is not refused for that: the run's first request says what is wrong."""
+    A server without `/models` (404 at both) is asked with an empty request instead (see
+    `_check_embeddings_route`); one answering anything else (401, 5xx, not JSON) is not refused
+    for that: the run's first request says what is wrong."""
     base = url.rstrip("/")
     status, served = _models_at(base, config.api_key)
     if status == 200 and served is not None:
@@ -116,16 +117,46 @@ def check_models(config: EmbeddingSettings, url: str) -> None:
     other = base[: -len("/v1")] if base.endswith("/v1") else base + "/v1"
     other_status, other_served = _models_at(other, config.api_key)
     if other_status != 200 or other_served is None:
-        return  # no /models at either: nothing to tell from here
-    where = "at the root" if other == base[: -len("/v1")] else "under /v1"
+        _check_embeddings_route(config, base, other)
+        return
     unknown = ""
     if not _serves(other_served, config.model):
         unknown = f"; and it does not serve model {config.model} (it serves: " + (
             _listing(other_served) + ")"
         )
-    raise ConfigurationError(
-        f"OPENAI_BASE_URL={redact_url(base)} answers 404 at {redact_url(base)}/models: "
-        f"this server answers {where}: set OPENAI_BASE_URL={redact_url(other)}{unknown}"
+    raise ConfigurationError(_wrong_base_url(base, other, "/models") + unknown)
+
+
+def _check_embeddings_route(config: EmbeddingSettings, base: str, other: str) -> None:
+    """With no `/models` at either URL, the embeddings route itself tells which one is right:
+    a request with nothing to embed is answered 400/422 where the route exists and 404 where it
+    does not, and no server bills it. The other URL is asked first, so a right base URL costs
+    one request only when the server answers at both."""
+    if not _answers_embeddings(other, config) or _answers_embeddings(base, config):
+        return
+    raise ConfigurationError(_wrong_base_url(base, other, "/embeddings"))
+
+
+def _answers_embeddings(base: str, config: EmbeddingSettings) -> bool:
+    request = urllib.request.Request(
+        base + "/embeddings",
+        data=json.dumps({"model": config.model, "input": []}).encode(),
+        headers={"Authorization": f"Bearer {config.api_key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=ENDPOINT_TIMEOUT_SECONDS):
+            return True
+    except urllib.error.HTTPError as err:
+        return err.code != 404
+    except (OSError, ValueError):
+        return False
+
+
+def _wrong_base_url(base: str, other: str, path: str) -> str:
+    where = "at the root" if other == base[: -len("/v1")] else "under /v1"
+    return (
+        f"OPENAI_BASE_URL={redact_url(base)} answers 404 at {redact_url(base)}{path}: "
+        f"this server answers {where}: set OPENAI_BASE_URL={redact_url(other)}"
     )
 
 
