@@ -19,7 +19,7 @@ from embeddings.app_settings import embedding_settings
 from embeddings.backfill.claims import settle_dead_runs
 from embeddings.backfill.pipeline import BackfillProgress
 from embeddings.backfill.progress_report import ProgressReporter, format_eta, progress_line
-from embeddings.models import BackfillRun, Clip, EmbeddingClaim
+from embeddings.models import BackfillRun, Clip, EmbeddingBatch, EmbeddingClaim
 from tests.support.clips import make_clips
 from tests.support.commands import ROOT, finish, kill_hard, start_backfill
 from tests.support.waiting import wait_for
@@ -44,6 +44,11 @@ class Lines:
 
     def text(self) -> str:
         return "".join(line for _, line in self.lines)
+
+    def wait_closed(self, timeout: float = 10) -> None:
+        """Until the stream ends (the process exited and every line it wrote is read)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), self.text()
 
 
 def start_reading(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, Lines]:
@@ -77,7 +82,7 @@ def test_ctrl_c_says_at_once_what_it_finishes_and_a_second_ctrl_c_stops_now(
     second = time.monotonic()
     process.wait(timeout=10)
     assert time.monotonic() - second < 5, out.text()
-    time.sleep(0.2)  # the reader takes the last lines
+    out.wait_closed()
     assert process.returncode == 130, out.text()
     assert "Backfill Summary" in out.text()
     assert "stopped now" in out.text()
@@ -100,6 +105,29 @@ def test_one_ctrl_c_finishes_what_is_in_flight_and_exits_1(command_env, openai_s
     assert "Interrupted" in output
     assert 0 < Clip.objects.filter(embedding__isnull=False).count() < 300
     assert BackfillRun.objects.latest("pk").status == BackfillRun.Status.INTERRUPTED
+
+
+def test_ctrl_c_while_waiting_on_the_batch_api_says_so_at_once_and_keeps_the_batch(
+    command_env, openai_server
+):
+    make_clips(30)
+    openai_server.update_faults(batch_seconds=600)  # the batch stays open at the API
+    env = {**command_env, "EMBEDDING_BATCH_POLL_SECONDS": "600"}
+    process, out = start_reading(env, "--batch-api", "--wait")
+    wait_for(lambda: EmbeddingBatch.objects.filter(batch_id__isnull=False).exists(), 30)
+
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    wait_for(lambda: out.first("stopping after this step") is not None, 5)
+    process.wait(timeout=10)
+    out.wait_closed()
+
+    assert out.first("stopping after this step") - sent < 2, out.text()
+    assert "--batch-api --wait` collects them" in out.text()
+    assert process.returncode == 1, out.text()
+    assert BackfillRun.objects.latest("pk").status == BackfillRun.Status.INTERRUPTED
+    batch = EmbeddingBatch.objects.get()
+    assert batch.collected_at is None and batch.items.count() == 30
 
 
 def test_the_help_says_what_ctrl_c_does(command_env):

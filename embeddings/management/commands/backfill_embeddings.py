@@ -85,27 +85,36 @@ EPILOG = (
 )
 
 
+BATCH_STOPPING = (
+    "stopping after this step of the Batch API job; submitted batches go on at the API and "
+    "`backfill_embeddings --batch-api --wait` collects them"
+)
+
+
 class StopNow(BaseException):
     """A second Ctrl-C: raised in the main thread, out of whatever it waits on."""
 
 
 @contextmanager
 def _stop_on_signals(
-    stop: Callable[[], object], *, said: Callable[[], str] | None = None, write=None
+    stop: Callable[[], object],
+    *,
+    said: Callable[[], str],
+    write: Callable[[str], None],
+    stop_now: bool = True,
 ) -> Iterator[None]:
     """SIGINT/SIGTERM call `stop` while the block runs; only the main thread may set them.
 
-    With `said`, the first signal writes its line at once; a second raises StopNow."""
+    Every signal writes `said()` at once; with `stop_now`, a second one raises StopNow."""
     previous = {}
     signals = []
 
     def handler(signum, frame) -> None:
         signals.append(signum)
-        if len(signals) > 1 and said is not None:
+        if len(signals) > 1 and stop_now:
             raise StopNow()
         stop()
-        if said is not None and write is not None:
-            write(said())
+        write(said())
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -362,7 +371,11 @@ class Command(EmbeddingCommand):
             )
         reporter = ProgressReporter(self.stdout, enabled=not quiet and opts["wait"])
         stop = threading.Event()
-        with _stop_on_signals(stop.set):
+        # No second-signal stop here: cut mid-submission, a batch could be created at the API
+        # and never recorded, billed with nobody to collect it.
+        with _stop_on_signals(
+            stop.set, said=lambda: BATCH_STOPPING, write=self._say_now, stop_now=False
+        ):
             try:
                 progress, run = execute_batch_job(
                     client,
