@@ -7,6 +7,7 @@ from the environment (`"4"`); both are parsed here. What is wrong with a value i
 the admin then refuse a bad value the same way.
 """
 
+import difflib
 import re
 import shlex
 from collections.abc import Callable
@@ -180,6 +181,29 @@ def embedding_settings() -> EmbeddingSettings:
                 f"{setting.name}={raw!r} is not a valid {setting.parse.__name__.strip('_')}"
             ) from None
     return EmbeddingSettings(**values)
+
+
+# Read by the project's settings module itself (the app's logger), not by the app.
+PROJECT_SETTINGS = ("EMBEDDING_LOG_LEVEL",)
+
+
+def unknown_settings() -> list[tuple[str, str | None]]:
+    """`EMBEDDING_*` settings nothing reads (a misspelt name is otherwise silently ignored),
+    each with the known name nearest to it, if any is near."""
+    prefix = "EMBEDDING_"
+    known = [setting.name for setting in SETTINGS.values()] + list(PROJECT_SETTINGS)
+    # Compared without the shared prefix, which would make every name look near every other.
+    suffixes = [name.removeprefix(prefix) for name in known if name.startswith(prefix)]
+
+    def nearest(name: str) -> str | None:
+        close = difflib.get_close_matches(name.removeprefix(prefix), suffixes, n=1, cutoff=0.75)
+        return prefix + close[0] if close else None
+
+    return [
+        (name, nearest(name))
+        for name in sorted(dir(settings))
+        if name.startswith(prefix) and name not in known
+    ]
 
 
 def declared_dimensions() -> int:

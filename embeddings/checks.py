@@ -4,9 +4,9 @@
 checks before they start: a bad value stops each of them with the same message.
 """
 
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 
-from embeddings.app_settings import embedding_settings, problems
+from embeddings.app_settings import embedding_settings, problems, unknown_settings
 from embeddings.exceptions import ConfigurationError
 
 TAG = "embeddings"
@@ -19,3 +19,15 @@ def check_embedding_settings(app_configs=None, **kwargs) -> list[Error]:
     except ConfigurationError as err:
         return [Error(str(err), id="embeddings.E001")]
     return [Error(problem, id="embeddings.E002") for problem in problems(config)]
+
+
+@register(TAG)
+def check_unknown_settings(app_configs=None, **kwargs) -> list[Warning]:
+    return [
+        Warning(
+            f"{name} is set, but no setting has that name: it is ignored"
+            + (f" (did you mean {nearest}?)" if nearest else ""),
+            id="embeddings.W001",
+        )
+        for name, nearest in unknown_settings()
+    ]

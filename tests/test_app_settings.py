@@ -162,6 +162,28 @@ def test_a_bad_value_stops_check_backfill_and_qcluster_with_the_same_message(val
     assert outputs["backfill_embeddings"] == outputs["check"] == outputs["qcluster"]
 
 
+def test_a_misspelt_setting_is_a_warning_naming_the_nearest_one_and_the_run_goes_on():
+    env = _clean_env(
+        EMBEDDING_CONCURENCY="4", EMBEDDING_COLOUR="red", DJANGO_SETTINGS_MODULE="project.settings"
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "(embeddings.W001)" in line]
+    assert warnings == [
+        "?: (embeddings.W001) EMBEDDING_COLOUR is set, but no setting has that name: it is ignored",
+        "?: (embeddings.W001) EMBEDDING_CONCURENCY is set, but no setting has that name: it is "
+        "ignored (did you mean EMBEDDING_CONCURRENCY?)",
+    ]
+
+
 def _imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
