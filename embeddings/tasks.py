@@ -8,7 +8,7 @@ cache. Task arguments are small (id ranges, id lists), so broker messages stay s
 import logging
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import connection
 from django.utils import timezone
@@ -155,10 +155,16 @@ def collect_batches() -> dict | None:
 
 
 def embed_clip_range(
-    min_id: int, max_id: int, *, force: bool = False, batch_size: int = 50
+    min_id: int,
+    max_id: int,
+    *,
+    force: bool = False,
+    batch_size: int = 50,
+    created_after: datetime | None = None,
 ) -> dict | None:
-    """One chunk of an enqueued backfill: the selected clips with min_id <= id <= max_id."""
-    selection = _selection(force=force, min_id=min_id, max_id=max_id)
+    """One chunk of an enqueued backfill: the selected clips with min_id <= id <= max_id
+    (created at or after `created_after`, the command's `--since`, when given)."""
+    selection = _selection(force=force, min_id=min_id, max_id=max_id, created_after=created_after)
     options = BackfillOptions(selection=selection, batch_size=batch_size)
     # Queued by the command, which warns about EMBEDDING_ENABLED=false and proceeds.
     return _run(options, trigger="task", only_if_enabled=False)
@@ -186,11 +192,14 @@ def enqueue(
 
 
 def enqueue_backfill(selection: Selection, *, chunk: int, batch_size: int) -> tuple[str, int]:
-    """The `--enqueue` fan-out: one `embed_clip_range` task per range of `chunk` clips."""
-    calls = (
-        (f"{low}-{high}", (low, high), {"force": selection.force, "batch_size": batch_size})
-        for low, high in id_ranges(selection, chunk)
-    )
+    """The `--enqueue` fan-out: one `embed_clip_range` task per range of `chunk` clips, each
+    narrowed as the selection is (a range also holds clips the selection left out)."""
+    narrowing = {
+        "force": selection.force,
+        "batch_size": batch_size,
+        "created_after": selection.created_after,
+    }
+    calls = ((f"{low}-{high}", (low, high), narrowing) for low, high in id_ranges(selection, chunk))
     return enqueue(RANGE_FUNC, calls, group_prefix="backfill")
 
 

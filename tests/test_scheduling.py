@@ -1,5 +1,6 @@
 """Scheduled and distributed runs on django-q2, with real qcluster processes and Redis."""
 
+import json
 import signal
 import subprocess
 from datetime import timedelta
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from django_q.models import Schedule
+from django_q.models import Schedule, Task
 
 from embeddings.app_settings import embedding_settings
 from embeddings.models import BackfillRun, Clip
@@ -130,3 +131,26 @@ def test_a_range_whose_worker_was_killed_is_completed_by_a_later_run(cluster_env
     assert Clip.objects.filter(embedding__isnull=True).exists()
 
     a_later_run_finishes_the_job(cluster_env, openai_server)
+
+
+def test_an_enqueued_backfill_keeps_its_since_and_refuses_what_tasks_cannot_honour(
+    cluster_env, openai_server
+):
+    clips = make_clips(120)
+    old = [clip.pk for clip in clips[::2]]  # every other clip: the ranges hold both kinds
+    Clip.objects.filter(pk__in=old).update(created_at=timezone.now() - timedelta(days=10))
+
+    output = enqueue(cluster_env, "--since", "2d", "--chunk", "20", "--json")
+    group = json.loads(output.splitlines()[-1])["group"]
+    refused = finish(start_backfill(cluster_env, "--enqueue", "--rebuild-index"))
+    cluster = start_cluster(cluster_env)
+    try:
+        wait_for(lambda: Task.objects.filter(group=group).count() == 3, 60)
+    finally:
+        stop_cluster(cluster)
+
+    assert all(task.success for task in Task.objects.filter(group=group)), "every task ran"
+    assert Clip.objects.filter(embedding__isnull=False).count() == 60
+    assert not Clip.objects.filter(pk__in=old, embedding__isnull=False).exists()
+    code, message = refused
+    assert code == 2 and "--enqueue cannot be combined with --rebuild-index" in message

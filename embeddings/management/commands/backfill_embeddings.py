@@ -91,6 +91,13 @@ BATCH_STOPPING = (
 )
 
 
+def _refuse_combined(door: str, opts: dict, flags: tuple[str, ...]) -> None:
+    """Exit 2 naming the flags among `flags` that were given with `door`."""
+    given = ["--" + flag.replace("_", "-") for flag in flags if opts[flag]]
+    if given:
+        raise CommandError(f"{door} cannot be combined with {', '.join(given)}", returncode=2)
+
+
 class StopNow(BaseException):
     """A second Ctrl-C: raised in the main thread, out of whatever it waits on."""
 
@@ -357,10 +364,7 @@ class Command(EmbeddingCommand):
         return result.progress, result.last_run
 
     def _batch_api(self, options: BackfillOptions, config: EmbeddingSettings, opts: dict) -> None:
-        clash = [flag for flag in ("dry_run", "enqueue", "rebuild_index") if opts[flag]]
-        if clash:
-            names = ", ".join("--" + flag.replace("_", "-") for flag in clash)
-            raise CommandError(f"--batch-api cannot be combined with {names}", returncode=2)
+        _refuse_combined("--batch-api", opts, ("dry_run", "enqueue", "rebuild_index"))
         client = build_batch_client(config)
         quiet = opts["json"] or opts["verbosity"] == 0
         if not quiet:
@@ -401,10 +405,9 @@ class Command(EmbeddingCommand):
             raise CommandError(self._failure_message(progress), returncode=progress.exit_code)
 
     def _enqueue(self, selection: Selection, opts: dict) -> None:
-        if opts["dry_run"] or opts["limit"] is not None:
-            raise CommandError(
-                "--enqueue cannot be combined with --dry-run or --limit", returncode=2
-            )
+        # Tasks run apart on many workers: no one of them can hold a total, print a dry run,
+        # or keep the index dropped while the others write.
+        _refuse_combined("--enqueue", opts, ("dry_run", "limit", "rebuild_index"))
         if opts["chunk"] < 1:
             raise CommandError("--chunk must be at least 1", returncode=2)
         group, tasks = enqueue_backfill(selection, chunk=opts["chunk"], batch_size=opts["batch"])
