@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import redis
 from django.core.management import get_commands
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 
 from embeddings.app_settings import embedding_settings
 from embeddings.backfill.claims import ClaimedClip, RunLease, claim_next
@@ -221,12 +221,11 @@ def in_a_thread(work: Callable[[], object], errors: list[BaseException]) -> thre
     return thread
 
 
-def _backends_waiting_to_claim(conn: psycopg.Connection) -> list[int]:
-    rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO \"embedding_claims\"%'"
-    ).fetchall()
-    return [pid for (pid,) in rows]
+def _waits_on_a_lock(conn: psycopg.Connection, pid: int) -> bool:
+    """Whether backend `pid` waits on a lock. By pid: the claim statement is longer than the
+    text pg_stat_activity keeps of a query (track_activity_query_size, 1 kB by default)."""
+    row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+    return row.fetchone() == ("Lock",)
 
 
 def test_a_clip_written_while_another_run_claims_it_is_not_claimed_again(settings):
@@ -256,14 +255,23 @@ def test_a_clip_written_while_another_run_claims_it_is_not_claimed_again(setting
     writer = in_a_thread(write_one_and_hold_the_commit, errors)
     try:
         assert written.wait(timeout=30)
-        claimer = in_a_thread(
-            lambda: claimed.append(
-                claim_next(selection, after_id=0, limit=10, run_id=second.pk)[0]
-            ),
-            errors,
-        )
+        claimer_pid: list[int] = []
+
+        def claim() -> None:
+            connection.ensure_connection()
+            claimer_pid.append(connection.connection.info.backend_pid)
+            claimed.append(claim_next(selection, after_id=0, limit=10, run_id=second.pk)[0])
+
+        claimer = in_a_thread(claim, errors)
         with psycopg.connect(database_url_of_tests(), autocommit=True) as observer:
-            wait_for(lambda: _backends_waiting_to_claim(observer) or not claimer.is_alive(), 60)
+            wait_for(
+                lambda: (
+                    not claimer.is_alive()
+                    or (claimer_pid and _waits_on_a_lock(observer, claimer_pid[0]))
+                ),
+                30,
+            )
+            assert claimer.is_alive(), "the claim did not wait for the write's commit"
     finally:
         commit.set()
         writer.join(timeout=30)
