@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -74,10 +74,13 @@ class BenchDatabase:
             row = conn.execute(query, params).fetchone()
         return row[0] if row else None
 
-    def prepare(self, clips: int, *, hnsw_index: bool) -> LoadedClips:
-        """Fresh database, migrated, `clips` demo clips without vectors, settled on disk."""
+    def prepare(
+        self, clips: int, *, hnsw_index: bool, env: Mapping[str, str] | None = None
+    ) -> LoadedClips:
+        """Fresh database, migrated, `clips` demo clips without vectors, settled on disk;
+        `env`: more settings for migrate and the loader (EMBEDDING_DIMENSIONS)."""
         self.recreate()
-        env = {"DATABASE_URL": self.url}
+        env = {**(env or {}), "DATABASE_URL": self.url}
         run_measured(manage_py("migrate", "--noinput", "-v", "0"), env=env).check("migrate")
         load = run_measured(manage_py("load_demo_clips", "--count", str(clips)), env=env)
         load.check("load_demo_clips")

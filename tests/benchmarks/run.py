@@ -29,10 +29,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--search-dimensions", type=int, help="vector size of the 1M-clip search latency run (64)"
     )
+    parser.add_argument(
+        "--growth-sizes",
+        type=lambda text: tuple(int(size) for size in text.split(",")),
+        help="clips of the growth table, e.g. 100000,1000000,3000000",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.search_dimensions:
         sizes = dataclasses.replace(sizes, search_clips_dimensions=args.search_dimensions)
+    if args.growth_sizes:
+        sizes = dataclasses.replace(sizes, growth_sizes=args.growth_sizes)
     started = time.perf_counter()
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     bench = Bench(

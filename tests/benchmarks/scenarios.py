@@ -44,6 +44,8 @@ class Sizes:
     site_migrate_clips: int = 1_000_000  # migrate on a site's table, under its writes
     site_backfill_clips: int = 20_000  # the backfill on a site's table against the tool's own
     site_backfill_runs: int = 2  # of each table, alternating; the fastest counts
+    growth_sizes: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)  # run.py --growth-sizes
+    growth_write_max: int = 1_000_000  # the write paths stop here (tests/benchmarks/growth.py)
 
 
 FULL = Sizes()
@@ -65,6 +67,8 @@ QUICK = Sizes(
     site_migrate_clips=2_000,
     site_backfill_clips=1_000,
     site_backfill_runs=1,
+    growth_sizes=(2_000, 6_000),
+    growth_write_max=2_000,
 )
 
 
@@ -181,12 +185,14 @@ def run_command(
     clips: LoadedClips,
     *flags: str,
     env: dict[str, str] | None = None,
+    timeout: float = 600,
 ) -> PipelineRun:
     """`manage.py backfill_embeddings --json [flags]` as a subprocess, with default settings
     (and `env`'s)."""
     measured = run_measured(
         manage_py("backfill_embeddings", "--json", *flags),
         env=bench.env(server, scenario) | (env or {}),
+        timeout=timeout,
     ).check("backfill_embeddings")
     bench.forget_cache()
     summary = measured.json()
@@ -438,6 +444,14 @@ def site_table(bench: Bench) -> Outcome:
     return measure(bench)
 
 
+def growth(bench: Bench) -> Outcome:
+    """Issue 27: the growth table and the 10,000,000-clip plan, written to
+    docs/performance-growth.md (tests/benchmarks/growth.py)."""
+    from tests.benchmarks.growth import growth as measure
+
+    return measure(bench)
+
+
 SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     service_alone,
     in_flight_sharing,
@@ -453,4 +467,5 @@ SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     switch_embeddings,
     halfvec_vs_vector,
     site_table,
+    growth,
 )
