@@ -1,6 +1,6 @@
 """The text embedded for a clip, defined once as a SQL expression.
 
-Format (README, "The backfill"): `Title: {title}. Broadcaster: {broadcaster_name}. Clipped by:
+Format (docs/reference.md): `Title: {title}. Broadcaster: {broadcaster_name}. Clipped by:
 {creator_name}. Game: {game_name}`, blank parts left out, `Clipped by` left out when it
 equals the broadcaster. Built from immutable SQL so the database can store a hash of it in a
 generated column: staleness and "edited while in flight" checks then run inside PostgreSQL.

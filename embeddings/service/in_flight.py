@@ -2,7 +2,7 @@
 
 Why: the backfill keeps several requests in flight from several threads, and the cache only
 learns a vector once its request has come back. Two clips with the same text in two
-concurrent calls were therefore each sent (the README's known limit). A call now takes
+concurrent calls were therefore each sent (docs/operations.md, "Known limits"). A call now takes
 ownership of the texts nobody is sending, sends only those, and waits for the outcome of the
 calls that own the others. An owner settles its texts before it waits for anyone else's, so
 no two calls can wait on each other. One future per owning call, not per text: a text costs
