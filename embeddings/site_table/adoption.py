@@ -118,23 +118,50 @@ def _builds_table_sql(key_type: str) -> str:
 
 
 def _build_index(schema_editor, clip_model, index) -> None:
+    build_index(
+        schema_editor.connection,
+        index.name,
+        str(index.create_sql(clip_model, schema_editor, concurrently=True)),
+    )
+
+
+def build_index(connection: BaseDatabaseWrapper, name: str, create_sql: str) -> None:
     """CREATE INDEX CONCURRENTLY (no write blocked), after dropping what a killed build left."""
-    connection = schema_editor.connection
     state = fetchone(
-        connection,
-        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)",
-        [index.name],
+        connection, "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [name]
     )
     if state is not None and state[0]:
         return
     with connection.cursor() as cursor:
         if state is not None:
-            cursor.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
-                .format(sql.Identifier(index.name))
-                .as_string()
-            )
-        cursor.execute(str(index.create_sql(clip_model, schema_editor, concurrently=True)))
+            cursor.execute(_drop_index_sql(name))
+        cursor.execute(create_sql)
+
+
+def _drop_index_sql(name: str) -> str:
+    return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)).as_string()
+
+
+def own_index_name(connection: BaseDatabaseWrapper, name: str) -> str:
+    """An index the tool adds by SQL of its own (not one of the model's): by `name` on the
+    tool's own table, on a site's under the tool's prefix."""
+    return name if site_table(connection) is None else INDEX_PREFIX + name.removeprefix("clips_")
+
+
+def take_in_index(connection: BaseDatabaseWrapper, name: str, create_sql: str) -> None:
+    """Build such an index, recorded first on a site's table so that the way out drops it."""
+    record = site_table(connection)
+    if record is not None and name not in record.added_indexes:
+        record_names(connection, "added_indexes", [*record.added_indexes, name])
+    build_index(connection, name, create_sql)
+
+
+def give_back_index(connection: BaseDatabaseWrapper, name: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_drop_index_sql(name))
+    record = site_table(connection)
+    if record is not None:
+        record_names(connection, "added_indexes", [n for n in record.added_indexes if n != name])
 
 
 def _named_here(index):
@@ -239,11 +266,7 @@ def give_back(schema_editor) -> None:
         return
     with connection.cursor() as cursor:
         for name in record.added_indexes:
-            cursor.execute(
-                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
-                .format(sql.Identifier(name))
-                .as_string()
-            )
+            cursor.execute(_drop_index_sql(name))
     execute_briefly(
         connection,
         sql.SQL("DROP TRIGGER IF EXISTS {trigger} ON {clips}")

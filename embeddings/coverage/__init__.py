@@ -1,22 +1,23 @@
 """How much of the catalogue has a current vector: the numbers behind the admin's coverage page
 and `/metrics`, counted by the same expressions so the two always agree.
 
-The page takes three queries whatever the table's size: one pass over the clips grouped by
-(model, size, day the vector was made if recent) gives every count, the breakdown by model and
-the vectors made per day; clips created per day come through the `created_at` index, and the
-failure reasons through the small partial index of failed clips. `/metrics` needs only the
-counts: one aggregate pass.
+Both read the counts the triggers on `clips` keep (`embeddings.coverage.tally`,
+docs/coverage-counts.md): a handful of small queries whatever the table's size, exact at
+every moment. The failure reasons come through the small partial index of failed clips.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Case, Count, DateField, Min, Q, When
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from embeddings.models import BLANK_Q, Clip, current_embedding_q, failed_q
+from embeddings.coverage.tally import Tally, counted_tally
+from embeddings.models import Clip, failed_q
+
+TallyOf = Callable[[str, int, datetime | None], Tally]  # counted_tally or scanned_tally
 
 CHART_DAYS = 30
 TOP_FAILURE_REASONS = 5
@@ -74,19 +75,6 @@ class CoverageReport:
         return _percent(self.current, self.live - self.blank)
 
 
-def _count_expressions(model: str, dimensions: int) -> dict[str, Count | Min]:
-    pending = Q(is_removed=False) & ~current_embedding_q(model, dimensions) & ~BLANK_Q
-    return {
-        "oldest_pending_at": Min("text_changed_at", filter=pending),
-        "live": Count("pk", filter=Q(is_removed=False)),
-        "blank": Count("pk", filter=Q(is_removed=False) & BLANK_Q),
-        "removed": Count("pk", filter=Q(is_removed=True)),
-        "with_vector": Count("pk", filter=Q(is_removed=False, embedding__isnull=False)),
-        "current": Count("pk", filter=Q(is_removed=False) & current_embedding_q(model, dimensions)),
-        "failed": Count("pk", filter=Q(is_removed=False) & failed_q(model, dimensions)),
-    }
-
-
 @dataclass(frozen=True)
 class CoverageCounts:
     live: int
@@ -107,60 +95,30 @@ class CoverageCounts:
         return self.live - self.blank - self.current
 
 
-def coverage_counts(model: str, dimensions: int) -> CoverageCounts:
-    totals = Clip.objects.order_by().aggregate(**_count_expressions(model, dimensions))
+def coverage_counts(
+    model: str, dimensions: int, *, tally_of: TallyOf = counted_tally
+) -> CoverageCounts:
+    tally = tally_of(model, dimensions, None)
+    totals = tally.totals
     return CoverageCounts(
         live=totals["live"],
         blank=totals["blank"],
         current=totals["current"],
         stale=totals["with_vector"] - totals["current"],
         failed=totals["failed"],
-        oldest_pending_at=totals["oldest_pending_at"],
+        oldest_pending_at=tally.oldest_pending_at,
     )
 
 
-def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> CoverageReport:
+def coverage_report(
+    model: str, dimensions: int, *, days: int = CHART_DAYS, tally_of: TallyOf = counted_tally
+) -> CoverageReport:
+    """`tally_of`: `tally.scanned_tally` counts the same numbers by a full scan."""
     failed = Q(is_removed=False) & failed_q(model, dimensions)
     first_day = timezone.localdate() - timedelta(days=days - 1)
     window_start = timezone.make_aware(datetime.combine(first_day, time.min))
-
-    groups = list(
-        Clip.objects.order_by()
-        .annotate(
-            day_made=Case(
-                When(
-                    embedding_generated_at__gte=window_start,
-                    then=TruncDate("embedding_generated_at"),
-                ),
-                output_field=DateField(),
-            ),
-            # Folded into the same pass: a second query for it scanned the table again.
-            day_created=Case(
-                When(created_at__gte=window_start, then=TruncDate("created_at")),
-                output_field=DateField(),
-            ),
-        )
-        .values("embedding_model", "embedding_dimensions", "day_made", "day_created")
-        .annotate(**_count_expressions(model, dimensions))
-    )
-    totals = Counter()
-    waiting_since = [g["oldest_pending_at"] for g in groups if g["oldest_pending_at"] is not None]
-    by_model: dict[tuple[str | None, int | None], Counter] = {}
-    made_on: Counter = Counter()
-    current_made_on: Counter = Counter()
-    created_on: Counter = Counter()
-    for group in groups:
-        names = ("live", "blank", "removed", "with_vector", "current", "failed")
-        counts = {k: group[k] for k in names}
-        totals.update(counts)
-        key = (group["embedding_model"], group["embedding_dimensions"])
-        by_model.setdefault(key, Counter()).update(counts)
-        if group["day_made"] is not None:
-            made_on[group["day_made"]] += group["with_vector"]
-            current_made_on[group["day_made"]] += group["current"]
-        if group["day_created"] is not None:
-            created_on[group["day_created"]] += group["live"]
-
+    tally = tally_of(model, dimensions, window_start)
+    totals = tally.totals
     return CoverageReport(
         model=model,
         dimensions=dimensions,
@@ -172,7 +130,7 @@ def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> C
         blank=totals["blank"],
         removed=totals["removed"],
         failure_reasons=_failure_reasons(failed),
-        oldest_pending_at=min(waiting_since, default=None),
+        oldest_pending_at=tally.oldest_pending_at,
         models=sorted(
             (
                 ModelCoverage(
@@ -181,12 +139,12 @@ def coverage_report(model: str, dimensions: int, *, days: int = CHART_DAYS) -> C
                     clips=counts["with_vector"],
                     current=counts["current"],
                 )
-                for (name, size), counts in by_model.items()
+                for (name, size), counts in tally.by_model.items()
                 if counts["with_vector"]
             ),
             key=lambda m: (-m.clips, m.model),
         ),
-        days=_days(first_day, days, totals, made_on, current_made_on, created_on),
+        days=_days(first_day, days, totals, tally.made_on, tally.current_made_on, tally.created_on),
     )
 
 
