@@ -112,3 +112,26 @@ def differences(db: BaseDatabaseWrapper = connection) -> list[Difference]:
         for row in rows
         if (row[-2] or 0) != (row[-1] or 0)
     ]
+
+
+def describe(difference: Difference) -> str:
+    """One line naming the bucket and both counts, the empty parts of the bucket left out."""
+    parts = ", ".join(
+        f"{name}={value}" for name, value in difference.bucket.items() if value is not None
+    )
+    return f"{parts}: kept {difference.counted}, counted now {difference.actual}"
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    found: list[Difference]  # before any fix
+    left: list[Difference]  # after `fix` (the same when not fixing)
+
+
+def reconcile(*, fix: bool = False, db: BaseDatabaseWrapper = connection) -> Reconciliation:
+    """The kept counts against count(*); `fix`: when they differ, count the base again."""
+    found = differences(db)
+    if not (fix and found):
+        return Reconciliation(found, found)
+    rebase(db)
+    return Reconciliation(found, differences(db))
