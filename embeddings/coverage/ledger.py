@@ -14,7 +14,9 @@ from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from embeddings.coverage.triggers import (
+    BASE,
     DELTAS,
+    FINGERPRINT_SQL,
     KEY,
     TOTALS,
     drop_sql,
@@ -66,11 +68,21 @@ def rebase(db: BaseDatabaseWrapper = connection) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FOLD_LOCK])
         cursor.execute(f"DELETE FROM {TOTALS}")
         cursor.execute(f"INSERT INTO {TOTALS} ({columns}) {base}")
+        cursor.execute(f"DELETE FROM {BASE}")
+        cursor.execute(f"INSERT INTO {BASE} (fingerprint) {FINGERPRINT_SQL}")
 
 
 def fold(db: BaseDatabaseWrapper = connection) -> None:
-    """Move the deltas into the totals, unless another reader is doing it right now."""
+    """Move the deltas into the totals, unless another reader is doing it right now. After
+    DDL that changed the bucket's columns (`triggers.BUCKET_COLUMNS`), count the base again
+    first: once, by the first reader after it."""
     key = ", ".join(KEY)
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT ({FINGERPRINT_SQL}) IS DISTINCT FROM (SELECT fingerprint FROM {BASE})"
+        )
+        if cursor.fetchone()[0]:
+            rebase(db)
     with transaction.atomic(using=db.alias), db.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [FOLD_LOCK])
         if not cursor.fetchone()[0]:
@@ -129,7 +141,9 @@ class Reconciliation:
 
 
 def reconcile(*, fix: bool = False, db: BaseDatabaseWrapper = connection) -> Reconciliation:
-    """The kept counts against count(*); `fix`: when they differ, count the base again."""
+    """The kept counts, as a reader gets them (folded), against count(*); `fix`: when they
+    differ, count the base again."""
+    fold(db)
     found = differences(db)
     if not (fix and found):
         return Reconciliation(found, found)

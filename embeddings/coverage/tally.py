@@ -150,8 +150,9 @@ def oldest_text_change(buckets: list[tuple[str | None, int | None, int]]) -> dat
         return None
     probes, params = [], []
     for model, dimensions, state in buckets:
-        tests = [f"{state_call()} = %s"]
-        params.append(state)
+        vector = "IS NOT NULL" if state % 2 else "IS NULL"
+        tests = [f"{state_call(vector=False)} = %s", f"embedding {vector}"]
+        params.append(state - state % 2)
         for column, value in (("embedding_model", model), ("embedding_dimensions", dimensions)):
             tests.append(f"{column} IS NULL" if value is None else f"{column} = %s")
             params += [] if value is None else [value]

@@ -21,6 +21,7 @@ from embeddings.site_table.catalog import CLIPS, column_type
 
 DELTAS = "embedding_coverage_deltas"
 TOTALS = "embedding_coverage_totals"
+BASE = "embedding_coverage_base"  # what `clips` looked like when the base was counted
 VIEW = "embedding_coverage_buckets"  # totals plus unfolded deltas, as `CoverageBucket` reads them
 FUNCTION = "clip_embeddings_count"
 STATE_FUNCTION = "clip_embeddings_state"
@@ -48,17 +49,41 @@ PRESENT_HASH, OTHER_HASH = "present", "other"
 EPOCH = "2000-01-01 00:00:00+00"
 
 
+# The columns a bucket is made of. DDL changes them without firing a trigger (a switch drops
+# and adds `embedding`: every vector NULL at once); their attribute numbers and types tell.
+BUCKET_COLUMNS = (
+    "is_removed",
+    "embedding",
+    "embedding_model",
+    "embedding_dimensions",
+    "embedding_text_hash",
+    "text_hash",
+    "embedding_generated_at",
+    "text_changed_at",
+    "embedding_error",
+    "created_at",
+)
+FINGERPRINT_SQL = (
+    "SELECT string_agg(concat_ws(':', attname, attnum, atttypid, atttypmod), ','"
+    " ORDER BY attname) FROM pg_attribute"
+    f" WHERE attrelid = '{CLIPS}'::regclass AND NOT attisdropped"
+    f" AND attname IN ({', '.join(map(repr, BUCKET_COLUMNS))})"
+)
+
+
 def _utc(column: str, sql_type: str | None) -> str:
     """A time column as the instant Django reads it: a site's `timestamp without time zone`
     holds UTC (Django's sessions run in UTC; a site's writer's session may not)."""
     return f"({column} AT TIME ZONE 'UTC')" if sql_type == "timestamp without time zone" else column
 
 
-def state_call(row: str = "") -> str:
+def state_call(row: str = "", *, vector: bool = True) -> str:
     """The state of a row of `clips` (`row` the alias, with its dot), as the index of pending
-    clips, the triggers and the counts all spell it (the index matches the query's text)."""
+    clips, the triggers and the counts all spell it (the index matches the query's text);
+    `vector` False: all of it but whether the row holds a vector."""
+    has_vector = f"{row}embedding IS NOT NULL" if vector else "false"
     return (
-        f"{STATE_FUNCTION}({row}embedding IS NOT NULL, {row}embedding_text_hash,"
+        f"{STATE_FUNCTION}({has_vector}, {row}embedding_text_hash,"
         f" {row}text_hash, {row}embedding_generated_at, {row}text_changed_at)"
     )
 
@@ -160,6 +185,7 @@ def _tables() -> list[str]:
     return [
         # Append-only: no index, no row any two writers share.
         f"CREATE TABLE IF NOT EXISTS {DELTAS} ({columns})",
+        f"CREATE TABLE IF NOT EXISTS {BASE} (fingerprint text NOT NULL)",
         f"""CREATE TABLE IF NOT EXISTS {TOTALS} ({columns},
     CONSTRAINT {TOTALS}_bucket UNIQUE NULLS NOT DISTINCT ({key}))""",
         # A row standing for each bucket, made of canonical values that answer every
@@ -202,7 +228,7 @@ def drop_sql() -> list[str]:
     """What `install_sql` made (after the triggers and the index that use it are gone)."""
     return [
         f"DROP VIEW IF EXISTS {VIEW}",
-        f"DROP TABLE IF EXISTS {TOTALS}, {DELTAS}",
+        f"DROP TABLE IF EXISTS {TOTALS}, {DELTAS}, {BASE}",
         f"DROP FUNCTION IF EXISTS {FUNCTION}()",
         f"DROP FUNCTION IF EXISTS {STATE_FUNCTION}",
     ]
@@ -210,9 +236,11 @@ def drop_sql() -> list[str]:
 
 def pending_index_sql(name: str) -> str:
     """The index that finds the clip waiting longest in each pending bucket at once: its
-    leading columns are the bucket, its last the time the clip's text changed."""
+    leading columns are the bucket, its last the time the clip's text changed. The vector
+    itself is left out of it (a probe tests it on the row), so that the index outlives a
+    switch's new `embedding` column."""
     return (
         f"CREATE INDEX CONCURRENTLY {name} ON {CLIPS}"
-        f" (embedding_model, embedding_dimensions, ({state_call()}), text_changed_at)"
+        f" (embedding_model, embedding_dimensions, ({state_call(vector=False)}), text_changed_at)"
         " WHERE is_removed = false"
     )
