@@ -12,8 +12,9 @@ class CoverageBucket(models.Model):
     as the bucket's clips do, and are as nullable as `Clip`'s, so Django writes the same
     SQL for both (its NOT adds IS NOT NULL tests by the fields' nullability)."""
 
-    id = models.BigIntegerField(primary_key=True)
-    facet = models.CharField(max_length=1)  # s: every clip; m: by vector made; c: by created
+    # s: every clip; m: by vector made; c: by created. Not unique: only aggregates are read,
+    # never a bucket as an object, and Django wants a primary key.
+    facet = models.CharField(max_length=1, primary_key=True)
     quarter = models.DateTimeField(null=True)  # the quarter hour of `m` and `c`
     state = models.SmallIntegerField(null=True)
     failed = models.BooleanField(null=True)

@@ -19,14 +19,16 @@ from embeddings.coverage.triggers import (
     FINGERPRINT_SQL,
     KEY,
     TOTALS,
+    clip_rows,
     drop_sql,
     drop_triggers_sql,
-    facet_rows,
+    facets,
     install_sql,
     ledger_rows,
     pending_index_sql,
     summed,
     triggers_sql,
+    unfolded,
 )
 from embeddings.site_table.adoption import give_back_index, own_index_name, take_in_index
 from embeddings.site_table.catalog import CLIPS
@@ -62,8 +64,7 @@ def rebase(db: BaseDatabaseWrapper = connection) -> None:
     """Totals from a fresh count of `clips`, in one snapshot, minus the deltas it sees (they
     are folded in later). Holds the fold lock, so no fold moves deltas meanwhile."""
     columns = ", ".join((*KEY, "n"))
-    unfolded = ", ".join((*KEY, "-n AS n"))
-    base = summed(f"{facet_rows(db, [(1, CLIPS)])} UNION ALL SELECT {unfolded} FROM {DELTAS}")
+    base = summed(f"{facets(clip_rows(db, [(1, CLIPS)]))} UNION ALL {unfolded(sign=-1)}")
     with transaction.atomic(using=db.alias), db.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FOLD_LOCK])
         cursor.execute(f"DELETE FROM {TOTALS}")
@@ -73,7 +74,8 @@ def rebase(db: BaseDatabaseWrapper = connection) -> None:
 
 
 def fold(db: BaseDatabaseWrapper = connection) -> None:
-    """Move the deltas into the totals, unless another reader is doing it right now. After
+    """Move the deltas into the totals, unless another reader is doing it right now (an
+    emptied bucket keeps its row, at 0: deleting them would scan the totals). After
     DDL that changed the bucket's columns (`triggers.BUCKET_COLUMNS`), count the base again
     first: once, by the first reader after it."""
     key = ", ".join(KEY)
@@ -88,11 +90,10 @@ def fold(db: BaseDatabaseWrapper = connection) -> None:
         if not cursor.fetchone()[0]:
             return
         cursor.execute(
-            f"WITH moved AS (DELETE FROM {DELTAS} RETURNING {key}, n)"
-            f" INSERT INTO {TOTALS} AS t ({key}, n) {summed('SELECT * FROM moved')}"
+            f"WITH moved AS (DELETE FROM {DELTAS} RETURNING *)"
+            f" INSERT INTO {TOTALS} AS t ({key}, n) {summed(unfolded('moved'))}"
             f" ON CONFLICT ({key}) DO UPDATE SET n = t.n + excluded.n"
         )
-        cursor.execute(f"DELETE FROM {TOTALS} WHERE n = 0")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Difference:
 
 def differences(db: BaseDatabaseWrapper = connection) -> list[Difference]:
     """Buckets whose kept count differs from count(*), both read in one statement."""
-    truth = facet_rows(db, [(1, CLIPS)])
+    truth = facets(clip_rows(db, [(1, CLIPS)]))
     kept = ledger_rows(-1)  # truth minus kept: zero for every bucket when they agree
     columns = ", ".join(KEY)
     query = (

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Case, Count, DateField, Min, Q, Sum, When
 from django.db.models.aggregates import Aggregate
 from django.db.models.functions import Coalesce, TruncDate
@@ -160,6 +160,10 @@ def oldest_text_change(buckets: list[tuple[str | None, int | None, int]]) -> dat
             f"(SELECT text_changed_at FROM {CLIPS} WHERE is_removed = false AND"
             f" {' AND '.join(tests)} ORDER BY text_changed_at LIMIT 1)"
         )
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # An ordered walk of the index, stopping at the first row: a bitmap scan would
+        # fetch and sort every clip of the bucket, which the planner may think cheaper.
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(f"SELECT min(t) FROM ({' UNION ALL '.join(probes)}) AS p(t)", params)
         return cursor.fetchone()[0]

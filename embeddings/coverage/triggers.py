@@ -43,6 +43,16 @@ KEY = (
     "embedding_dimensions",
     "state",
 )
+# A delta's key: a clip's bucket with both its quarter hours (the facets come at folding).
+CLIP_KEY = (
+    "is_removed",
+    "failed",
+    "embedding_model",
+    "embedding_dimensions",
+    "state",
+    "made",
+    "created",
+)
 QUARTER = "15 minutes"  # every time zone in use is a whole number of quarter hours off UTC
 # Canonical values of a bucket's row (see `VIEW`): any two distinct, neither the blank hash.
 PRESENT_HASH, OTHER_HASH = "present", "other"
@@ -109,21 +119,25 @@ SELECT (CASE WHEN has_vector THEN 1 ELSE 0 END
 $$"""
 
 
-def facet_rows(connection: BaseDatabaseWrapper, sources: list[tuple[int, str]]) -> str:
-    """Every (facet, bucket) row of the clips `sources` name, each as (sign, relation): one
-    row per clip and facet, `n` its sign. Aggregated by the callers."""
+def clip_rows(connection: BaseDatabaseWrapper, sources: list[tuple[int, str]]) -> str:
+    """The key (`CLIP_KEY`) of every clip of `sources`, each (sign, relation), with `n` the
+    sign: what a trigger appends, summed, and what a count of `clips` starts from."""
     made = _utc("c.embedding_generated_at", column_type(connection, "embedding_generated_at"))
     created = _utc("c.created_at", column_type(connection, "created_at"))
-    clips = " UNION ALL ".join(
-        f"SELECT {sign:d} AS sign, c.is_removed, c.embedding_error IS NOT NULL AS failed,"
+    return " UNION ALL ".join(
+        f"SELECT c.is_removed, c.embedding_error IS NOT NULL AS failed,"
         f" c.embedding_model::text AS embedding_model, c.embedding_dimensions,"
         f" {state_call('c.')} AS state,"
         f" date_bin('{QUARTER}', {made}, '{EPOCH}') AS made,"
-        f" date_bin('{QUARTER}', {created}, '{EPOCH}') AS created"
+        f" date_bin('{QUARTER}', {created}, '{EPOCH}') AS created, {sign:d} AS n"
         f" FROM {relation} AS c"
         for sign, relation in sources
     )
-    return f"""SELECT f.*, r.sign AS n FROM ({clips}) AS r CROSS JOIN LATERAL (VALUES
+
+
+def facets(rows: str) -> str:
+    """`rows` of clips' keys and `n` as the three facets' buckets (`KEY` and `n`)."""
+    return f"""SELECT f.*, r.n FROM ({rows}) AS r CROSS JOIN LATERAL (VALUES
     ('s', NULL::timestamptz, r.is_removed, r.failed, r.embedding_model,
      r.embedding_dimensions, r.state),
     ('m', r.made, r.is_removed, r.failed, r.embedding_model, r.embedding_dimensions, r.state),
@@ -132,67 +146,83 @@ def facet_rows(connection: BaseDatabaseWrapper, sources: list[tuple[int, str]]) 
 WHERE f.facet <> 'm' OR f.quarter IS NOT NULL"""
 
 
-def summed(rows: str) -> str:
-    """`rows` (key columns and `n`) summed by bucket, empty buckets left out."""
-    key = ", ".join(KEY)
+def summed(rows: str, key: tuple[str, ...] = KEY) -> str:
+    """`rows` (`key` columns and `n`) summed by key, empty ones left out."""
+    columns = ", ".join(key)
     return (
-        f"SELECT {key}, sum(n)::bigint AS n FROM ({rows}) AS rows GROUP BY {key} HAVING sum(n) <> 0"
+        f"SELECT {columns}, sum(n)::bigint AS n FROM ({rows}) AS rows"
+        f" GROUP BY {columns} HAVING sum(n) <> 0"
+    )
+
+
+def unfolded(relation: str = DELTAS, sign: int = 1) -> str:
+    """Deltas as facet buckets: a clip's key (no facet) spread over the facets; a TRUNCATE's
+    (a facet, its quarter in `made`) as it is."""
+    keys = ", ".join(CLIP_KEY)
+    return (
+        f"{facets(f'SELECT {keys}, {sign:d} * n AS n FROM {relation} WHERE facet IS NULL')}"
+        f" UNION ALL SELECT facet, made, is_removed, failed, embedding_model,"
+        f" embedding_dimensions, state, {sign:d} * n FROM {relation} WHERE facet IS NOT NULL"
     )
 
 
 def ledger_rows(sign: int = 1) -> str:
     """The counts as kept: the folded totals and the deltas not folded yet."""
-    key = ", ".join(KEY)
-    return " UNION ALL ".join(
-        f"SELECT {key}, {sign:d} * n AS n FROM {table}" for table in (TOTALS, DELTAS)
+    return (
+        f"SELECT {', '.join(KEY)}, {sign:d} * n AS n FROM {TOTALS} UNION ALL {unfolded(sign=sign)}"
     )
 
 
 def _count_function(connection: BaseDatabaseWrapper) -> str:
-    """The trigger function. SECURITY DEFINER: the site's writers need no right on the tool's
-    tables (https://www.postgresql.org/docs/current/sql-createfunction.html, "Writing
-    SECURITY DEFINER Functions Safely": hence the fixed search_path). A TRUNCATE, which has
-    no transition table, appends the opposite of every count; run under READ COMMITTED (as
+    """The trigger function: one delta row per distinct clip key of the statement (spread
+    over the facets when folded, off the writer's path). SECURITY DEFINER: the site's
+    writers need no right on the tool's tables
+    (https://www.postgresql.org/docs/current/sql-createfunction.html, "Writing SECURITY
+    DEFINER Functions Safely": hence the fixed search_path). A TRUNCATE, which has no
+    transition table, appends the opposite of every count; run under READ COMMITTED (as
     every client runs it), its statement sees every committed delta."""
-    columns = ", ".join((*KEY, "n"))
 
-    def append(rows: str) -> str:
-        return f"INSERT INTO {DELTAS} ({columns}) {summed(rows)};"
+    def append(sources: list[tuple[int, str]]) -> str:
+        columns = ", ".join((*CLIP_KEY, "n"))
+        rows = summed(clip_rows(connection, sources), CLIP_KEY)
+        return f"INSERT INTO {DELTAS} ({columns}) {rows};"
 
     return f"""CREATE OR REPLACE FUNCTION {FUNCTION}() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        {append(facet_rows(connection, [(1, "new_rows")]))}
+        {append([(1, "new_rows")])}
     ELSIF TG_OP = 'UPDATE' THEN
-        {append(facet_rows(connection, [(1, "new_rows"), (-1, "old_rows")]))}
+        {append([(1, "new_rows"), (-1, "old_rows")])}
     ELSIF TG_OP = 'DELETE' THEN
-        {append(facet_rows(connection, [(-1, "old_rows")]))}
+        {append([(-1, "old_rows")])}
     ELSE
-        {append(ledger_rows(-1))}
+        INSERT INTO {DELTAS} (facet, made, is_removed, failed, embedding_model,
+            embedding_dimensions, state, n) {summed(ledger_rows(-1))};
     END IF;
     RETURN NULL;
 END $$"""
 
 
 def _tables() -> list[str]:
-    columns = """facet char(1) NOT NULL, quarter timestamptz, is_removed boolean,
-    failed boolean, embedding_model text, embedding_dimensions integer, state smallint,
-    n bigint NOT NULL"""
+    bucket = """is_removed boolean, failed boolean, embedding_model text,
+    embedding_dimensions integer, state smallint"""
     key = ", ".join(KEY)
     canonical = f"""CASE state / 8 % 3 WHEN 0 THEN NULL WHEN 1 THEN '{BLANK_TEXT_HASH}'
         ELSE '{PRESENT_HASH}' END"""
     return [
         # Append-only: no index, no row any two writers share.
-        f"CREATE TABLE IF NOT EXISTS {DELTAS} ({columns})",
+        f"""CREATE TABLE IF NOT EXISTS {DELTAS} (facet char(1), {bucket},
+    made timestamptz, created timestamptz, n bigint NOT NULL)""",
         f"CREATE TABLE IF NOT EXISTS {BASE} (fingerprint text NOT NULL)",
-        f"""CREATE TABLE IF NOT EXISTS {TOTALS} ({columns},
+        f"""CREATE TABLE IF NOT EXISTS {TOTALS} (facet char(1) NOT NULL, quarter timestamptz,
+    {bucket}, n bigint NOT NULL,
     CONSTRAINT {TOTALS}_bucket UNIQUE NULLS NOT DISTINCT ({key}))""",
         # A row standing for each bucket, made of canonical values that answer every
         # comparison `embeddings.models` makes as the bucket's clips do: the page counts it
         # through the same Q expressions as the full scan.
         f"""CREATE OR REPLACE VIEW {VIEW} AS SELECT
-    row_number() OVER () AS id, b.*,
+    b.*,
     CASE WHEN state % 2 = 1 THEN true END AS embedding,
     {canonical} AS text_hash,
     CASE state / 2 % 4 WHEN 0 THEN NULL WHEN 2 THEN {canonical}

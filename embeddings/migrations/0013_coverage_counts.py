@@ -29,8 +29,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="CoverageBucket",
             fields=[
-                ("id", models.BigIntegerField(primary_key=True, serialize=False)),
-                ("facet", models.CharField(max_length=1)),
+                ("facet", models.CharField(max_length=1, primary_key=True, serialize=False)),
                 ("quarter", models.DateTimeField(null=True)),
                 ("state", models.SmallIntegerField(null=True)),
                 ("failed", models.BooleanField(null=True)),

@@ -452,6 +452,14 @@ def growth(bench: Bench) -> Outcome:
     return measure(bench)
 
 
+def coverage_counts(bench: Bench) -> Outcome:
+    """Issue 27: the coverage counts' cost to the site's writes, and the page and /metrics at
+    1,000,000 and 2,000,000 clips (tests/benchmarks/coverage_counts.py)."""
+    from tests.benchmarks.coverage_counts import coverage_counts as measure
+
+    return measure(bench)
+
+
 SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     service_alone,
     in_flight_sharing,
@@ -468,4 +476,5 @@ SCENARIOS: tuple[Callable[[Bench], Outcome], ...] = (
     halfvec_vs_vector,
     site_table,
     growth,
+    coverage_counts,
 )
