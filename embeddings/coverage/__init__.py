@@ -98,6 +98,7 @@ class CoverageCounts:
 def coverage_counts(
     model: str, dimensions: int, *, tally_of: TallyOf = counted_tally
 ) -> CoverageCounts:
+    """The counts alone, for `/metrics`: no days, no failure reasons."""
     tally = tally_of(model, dimensions, None)
     totals = tally.totals
     return CoverageCounts(

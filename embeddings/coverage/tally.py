@@ -160,10 +160,13 @@ def oldest_text_change(buckets: list[tuple[str | None, int | None, int]]) -> dat
             f"(SELECT text_changed_at FROM {CLIPS} WHERE is_removed = false AND"
             f" {' AND '.join(tests)} ORDER BY text_changed_at LIMIT 1)"
         )
+    # An ordered walk of the index, stopping at the first row: a bitmap scan would fetch and
+    # sort every clip of the bucket, which the planner may think cheaper. The settings last
+    # to the end of this query (an error rolls them back with the savepoint).
+    planner = ("enable_bitmapscan", "enable_seqscan")
     with transaction.atomic(), connection.cursor() as cursor:
-        # An ordered walk of the index, stopping at the first row: a bitmap scan would
-        # fetch and sort every clip of the bucket, which the planner may think cheaper.
-        cursor.execute("SET LOCAL enable_bitmapscan = off")
-        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("; ".join(f"SET LOCAL {name} = off" for name in planner))
         cursor.execute(f"SELECT min(t) FROM ({' UNION ALL '.join(probes)}) AS p(t)", params)
-        return cursor.fetchone()[0]
+        oldest = cursor.fetchone()[0]
+        cursor.execute("; ".join(f"SET LOCAL {name} TO DEFAULT" for name in planner))
+    return oldest
