@@ -10,14 +10,15 @@ costs one API call.
 
 import json
 
-from django.core.management.base import CommandError, CommandParser
+from django.core.management.base import CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 
 from embeddings.backfill.preflight import check_endpoint, preflight
 from embeddings.management.base import EmbeddingCommand
 from embeddings.models import Clip, served_settings
+from embeddings.search.checks import MAX_K, check_k
 from embeddings.search.hybrid import MODES
-from embeddings.search.vector import MAX_K, SearchCoverage, search_coverage
+from embeddings.search.vector import SearchCoverage, search_coverage
 from embeddings.service.factory import build_embedding_service
 
 COLUMNS = ("rank", "distance", "title", "broadcaster", "game")
@@ -54,8 +55,7 @@ class Command(EmbeddingCommand):
 
     def handle(self, *args, **opts) -> None:
         k = opts["k"]
-        if not 1 <= k <= MAX_K:
-            raise CommandError(f"-k must be between 1 and {MAX_K}", returncode=2)
+        check_k(k, name="-k")  # InvalidSearch: exit 2, as every configuration error
         mode = opts["mode"]
         if mode == "text":  # no vector involved: no key, no column size to check
             coverage, clips = None, Clip.objects.similar_to(opts["query"], k, mode=mode)
