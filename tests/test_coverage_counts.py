@@ -225,7 +225,7 @@ def test_reconcile_coverage_lists_what_differs_and_fix_counts_it_again():
     assert "agree" in out.getvalue()
     fold()
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE embedding_coverage_totals SET n = n + 2 WHERE facet = 's'")
+        cursor.execute("UPDATE embedding_coverage_totals SET n = n + 2 WHERE facet = 's' AND n > 0")
     with pytest.raises(CommandError) as raised:
         call_command("reconcile_coverage", stdout=(out := io.StringIO()))
     assert raised.value.returncode == 1
