@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, TruncDate
 
 from embeddings.coverage.buckets import CoverageBucket
 from embeddings.coverage.ledger import fold
-from embeddings.coverage.triggers import state_call
+from embeddings.coverage.triggers import PROBED, probed, state_call
 from embeddings.models import BLANK_Q, Clip, current_embedding_q, failed_q
 from embeddings.site_table.catalog import CLIPS
 
@@ -153,7 +153,9 @@ def oldest_text_change(buckets: list[tuple[str | None, int | None, int]]) -> dat
         vector = "IS NOT NULL" if state % 2 else "IS NULL"
         tests = [f"{state_call(vector=False)} = %s", f"embedding {vector}"]
         params.append(state - state % 2)
-        for column, value in (("embedding_model", model), ("embedding_dimensions", dimensions)):
+        for column, value in zip(PROBED, (model, dimensions), strict=True):
+            tests.append(f"{probed(column)} = %s")
+            params.append(PROBED[column] if value is None else value)
             tests.append(f"{column} IS NULL" if value is None else f"{column} = %s")
             params += [] if value is None else [value]
         probes.append(

@@ -264,13 +264,25 @@ def drop_sql() -> list[str]:
     ]
 
 
+# The model and size as the pending index holds them: never NULL, so that a probe names each
+# with `=`, which lets PostgreSQL walk the index in `text_changed_at` order (an IS NULL test
+# does not); the exact test is made on the row besides.
+PROBED: dict[str, str | int] = {"embedding_model": "", "embedding_dimensions": 0}
+
+
+def probed(column: str) -> str:
+    return f"coalesce({column}, {PROBED[column]!r})"  # '' or 0: SQL literals as repr() spells them
+
+
 def pending_index_sql(name: str) -> str:
     """The index that finds the clip waiting longest in each pending bucket at once: its
     leading columns are the bucket, its last the time the clip's text changed. The vector
     itself is left out of it (a probe tests it on the row), so that the index outlives a
     switch's new `embedding` column."""
+    leading = ", ".join(
+        f"({expression})" for expression in (*map(probed, PROBED), state_call(vector=False))
+    )
     return (
-        f"CREATE INDEX CONCURRENTLY {name} ON {CLIPS}"
-        f" (embedding_model, embedding_dimensions, ({state_call(vector=False)}), text_changed_at)"
+        f"CREATE INDEX CONCURRENTLY {name} ON {CLIPS} ({leading}, text_changed_at)"
         " WHERE is_removed = false"
     )
