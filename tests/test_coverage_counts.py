@@ -3,8 +3,10 @@ the page and /metrics say what the full scan said."""
 
 import io
 import threading
+import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -20,9 +22,9 @@ from embeddings.models import Clip, served_settings
 from tests.support.clips import make_clips
 from tests.support.commands import finish, kill_hard, start_backfill, start_command
 from tests.support.coverage_counts import assert_counts_exact, site_writer
-from tests.support.database import restore_migrated_column
+from tests.support.database import database_url_of_tests, restore_migrated_column
 from tests.support.site_commands import manage, query
-from tests.support.site_database import site_database
+from tests.support.site_database import site_database, with_database
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,6 +36,12 @@ def clips_column_back_as_migrated():
     restore_migrated_column()
 
 
+LEFTOVERS = (
+    "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'clip_embeddings_count%'"
+    " UNION ALL SELECT relname FROM pg_class WHERE relname LIKE '%coverage%'"
+    " OR relname LIKE '%pending_idx'"
+    " UNION ALL SELECT proname FROM pg_proc WHERE proname LIKE 'clip_embeddings_%'"
+)
 INSERT = (
     "INSERT INTO clips (twitch_clip_id, title, broadcaster_name, creator_name, game_name,"
     " is_removed, created_at, embedding_attempts)"
@@ -263,11 +271,26 @@ def test_an_adopted_site_table_is_counted_exactly_and_given_back_without_them(si
 
         code, output = manage(env, "migrate", "embeddings", "zero", "--noinput")
         assert code == 0, output
-        left = query(
-            site,
-            "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'clip_embeddings_count%'"
-            " UNION ALL SELECT relname FROM pg_class WHERE relname LIKE '%coverage%'"
-            " OR relname LIKE '%pending_idx'"
-            " UNION ALL SELECT proname FROM pg_proc WHERE proname LIKE 'clip_embeddings_%'",
-        )
+        left = query(site, LEFTOVERS)
         assert left == []
+
+
+def test_migrate_zero_on_the_tools_own_table_removes_the_counts(command_env):
+    name = f"counts_zero_{uuid.uuid4().hex[:8]}"
+    admin = database_url_of_tests()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        env = {**command_env, "DATABASE_URL": with_database(admin, name)}
+        for args in (
+            ("migrate", "--noinput"),
+            ("reconcile_coverage",),
+            ("migrate", "embeddings", "zero", "--noinput"),
+        ):
+            code, output = manage(env, *args)
+            assert code == 0, output
+        with psycopg.connect(with_database(admin, name)) as conn:
+            assert conn.execute(LEFTOVERS).fetchall() == []
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
