@@ -8,6 +8,7 @@ import json
 
 import pytest
 from django.core.management import CommandError
+from django.db import connection
 
 from embeddings.backfill.index import build_hnsw_index, drop_hnsw_index
 from embeddings.models import BackfillRun, Clip, EmbeddingBatch, EmbeddingBatchClip
@@ -125,7 +126,9 @@ def no_hnsw_index():
     this test take minutes); the index comes back, on the emptied table, afterwards."""
     drop_hnsw_index()
     yield
-    Clip.objects.all().delete()
+    # TRUNCATE, not the ORM's delete: that walked 60,000 rows in batches (186 s of teardown).
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {connection.ops.quote_name(Clip._meta.db_table)} CASCADE")
     build_hnsw_index()
 
 

@@ -46,6 +46,7 @@ def build_notices() -> list[str]:
 def random_vectors():
     """3,000 clips with random 768-dimension vectors: a graph of about 12 MB."""
     make_clips(3_000)
+    drop_hnsw_index()  # written through the index, the vectors took 20-40 s; the test builds it
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE clips SET embedding = (SELECT array_agg(random() - 0.5)"
