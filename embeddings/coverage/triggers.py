@@ -212,10 +212,10 @@ def _tables() -> list[str]:
         ELSE '{PRESENT_HASH}' END"""
     return [
         # Append-only: no index, no row any two writers share.
-        f"""CREATE TABLE IF NOT EXISTS {DELTAS} (facet char(1), {bucket},
+        f"""CREATE TABLE IF NOT EXISTS {DELTAS} (facet text, {bucket},
     made timestamptz, created timestamptz, n bigint NOT NULL)""",
         f"CREATE TABLE IF NOT EXISTS {BASE} (fingerprint text NOT NULL)",
-        f"""CREATE TABLE IF NOT EXISTS {TOTALS} (facet char(1) NOT NULL, quarter timestamptz,
+        f"""CREATE TABLE IF NOT EXISTS {TOTALS} (facet text NOT NULL, quarter timestamptz,
     {bucket}, n bigint NOT NULL,
     CONSTRAINT {TOTALS}_bucket UNIQUE NULLS NOT DISTINCT ({key}))""",
         # A row standing for each bucket, made of canonical values that answer every
