@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from embeddings.demo.loader import load_demo_clips
 from embeddings.exceptions import InvalidSearch
 from embeddings.models import Clip
-from embeddings.search.hybrid import TextQuery, hybrid_sql
+from embeddings.search.hybrid import RANKED_MATCHES, TextQuery, hybrid_sql, text_sql
 from embeddings.search.vector import SEARCH_SETTINGS_SQL, embed_query
 from tests.support.clips import make_clips
 from tests.support.commands import ROOT, backfill
@@ -317,3 +317,63 @@ def test_a_clip_holding_every_word_ranks_above_one_holding_only_the_name(embeddi
     assert sorted(clip.title for clip in results[:2]) == ["insane clutch 0", "insane clutch 1"]
     scores = [clip.score for clip in results]
     assert scores == sorted(scores, reverse=True)  # the score shown is the order
+
+
+def test_the_text_side_ranks_the_first_matches_in_page_order_whichever_way_it_reads(
+    embedding_config,
+):
+    """Where the sample finds a word common, the first pages are read in order; elsewhere the
+    whole table goes to the planner (the GIN bitmap on a large one). Both ways rank the first
+    RANKED_MATCHES live matches in the table's page order, not in id order."""
+    embedding_config()
+    Clip.objects.bulk_create(
+        Clip(
+            twitch_clip_id=f"order-{i}",
+            title=f"clip {i}" + (" rarest" if i % 97 == 0 else ""),
+            broadcaster_name=f"streamer_{i % 7}",
+            creator_name="viewer",
+            game_name="Valorant" if i % 2 else "Chess",
+            is_removed=i % 11 == 0,
+        )
+        for i in range(600)
+    )
+    # Edited rows move to the end of the table: page order is no longer id order.
+    first = Clip.objects.order_by("pk").values_list("pk", flat=True)[:40]
+    Clip.objects.filter(pk__in=list(first)).update(title="moved")
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE clips")
+
+    def first_matches(word: str) -> set[int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM clips WHERE NOT is_removed"
+                " AND search_document @@ plainto_tsquery('english', %s) ORDER BY ctid LIMIT %s",
+                [word, RANKED_MATCHES],
+            )
+            return {row[0] for row in cursor.fetchall()}
+
+    def read_in_order(word: str) -> bool:
+        statement, _ = text_sql(Clip.objects.all(), TextQuery(word), RANKED_MATCHES)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(SEARCH_SETTINGS_SQL, ["100"])
+            cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + statement)
+            plan = [row[0] for row in cursor.fetchall()]
+        scan = next(line for line in plan if "Subquery Scan on in_order" in line)
+        return "never executed" not in scan
+
+    for word, in_order in (("valorant", True), ("rarest", False)):
+        found = Clip.objects.similar_to(word, k=RANKED_MATCHES, mode="text")
+        assert {c.pk for c in found} == first_matches(word), word
+        assert read_in_order(word) is in_order, word
+    assert len(first_matches("valorant")) == RANKED_MATCHES < 270  # live Valorant clips
+
+
+def test_a_query_with_sql_characters_is_only_words(embedding_config):
+    """Percent signs, braces, quotes and backslashes are values bound in the statement."""
+    embedding_config()
+    streamer_clips(20)
+    backfill()
+
+    for query in ("100% {clutch} o'neil \\", "%s %(x)s {} saltyknight_861'"):
+        assert Clip.objects.similar_to(query, k=5, mode="text") == []
+        assert len(Clip.objects.similar_to(query, k=5, mode="hybrid")) == 5

@@ -28,11 +28,11 @@ from django.db.models import Model, QuerySet, Subquery
 from pgvector.django import CosineDistance
 
 from embeddings.app_settings import MAX_EF_SEARCH, EmbeddingSettings
-from embeddings.exceptions import InvalidSearch, SearchError
+from embeddings.exceptions import SearchError
+from embeddings.search.checks import check_ef_search, check_k, check_query_text, check_vector
 from embeddings.service.embedding_service import EmbeddingService
 from embeddings.service.factory import build_embedding_service
 
-MAX_K = 1000
 LOW_COVERAGE = 0.5  # below this fraction of live clips searchable, callers should warn
 
 
@@ -41,10 +41,13 @@ LOW_COVERAGE = 0.5  # below this fraction of live clips searchable, callers shou
 # Seq scans off: the planner never counts the cost of detoasting vectors (stored out of line),
 # so up to tens of thousands of clips it prefers reading every vector to walking the index;
 # with the iterative scan the index answers filtered queries at every size.
+# No parallel workers: hybrid search keeps the first text matches in page order (see
+# `embeddings.search.statement`), and workers would interleave the pages.
 SEARCH_SETTINGS_SQL = (
     "SELECT set_config('hnsw.ef_search', %s, true),"
     " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-    " set_config('enable_seqscan', 'off', true)"
+    " set_config('enable_seqscan', 'off', true),"
+    " set_config('max_parallel_workers_per_gather', '0', true)"
 )
 
 
@@ -113,10 +116,10 @@ def search_clips(
     a clip (itself excluded). A clip's stored current vector is used as is; a clip without
     one, like a text, is embedded through `service` (built from settings, and closed, if None).
     """
-    _check_k(k)
+    check_k(k)
     exclude_pk = text_or_clip.pk if isinstance(text_or_clip, queryset.model) else None
-    if exclude_pk is None and (not text_or_clip or not text_or_clip.strip()):
-        raise InvalidSearch("the query text is empty: say what to look for")
+    if exclude_pk is None:
+        check_query_text(text_or_clip)
 
     def search(version: EmbeddingSettings, vector: np.ndarray) -> list:
         ef = version.search_ef if ef_search is None else ef_search
@@ -234,24 +237,13 @@ def nearest_clips(
     ef_search: int,
     exclude_pk: int | None = None,
 ) -> list:
-    _check_k(k)
-    if not 1 <= ef_search <= MAX_EF_SEARCH:
-        raise InvalidSearch(
-            f"ef_search (EMBEDDING_SEARCH_EF) must be between 1 and {MAX_EF_SEARCH}, "
-            f"not {ef_search}"
-        )
-    if isinstance(vector, np.ndarray) and len(vector) != config.dimensions:
-        raise InvalidSearch(
-            f"the query vector has {len(vector)} dimensions, the clips {config.dimensions}"
-        )
+    check_k(k)
+    check_ef_search(ef_search)
+    if isinstance(vector, np.ndarray):
+        check_vector(vector, config.dimensions)
     with transaction.atomic(using=queryset.db):
         with connections[queryset.db].cursor() as cursor:
             cursor.execute(SEARCH_SETTINGS_SQL, [str(min(max(ef_search, k), MAX_EF_SEARCH))])
         clips = list(search_queryset(queryset, vector, k, config=config, exclude_pk=exclude_pk))
     clips.sort(key=lambda clip: clip.distance)
     return clips
-
-
-def _check_k(k: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise InvalidSearch(f"k must be between 1 and {MAX_K}, not {k}")
