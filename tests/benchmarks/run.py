@@ -34,12 +34,17 @@ def main(argv: list[str]) -> int:
         type=lambda text: tuple(int(size) for size in text.split(",")),
         help="clips of the growth table, e.g. 100000,1000000,3000000",
     )
+    parser.add_argument(
+        "--growth-write-max", type=int, help="the growth table's write paths stop here (1000000)"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     if args.search_dimensions:
         sizes = dataclasses.replace(sizes, search_clips_dimensions=args.search_dimensions)
     if args.growth_sizes:
         sizes = dataclasses.replace(sizes, growth_sizes=args.growth_sizes)
+    if args.growth_write_max:
+        sizes = dataclasses.replace(sizes, growth_write_max=args.growth_write_max)
     started = time.perf_counter()
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     bench = Bench(
