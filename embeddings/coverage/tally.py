@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, TruncDate
 
 from embeddings.coverage.buckets import CoverageBucket
 from embeddings.coverage.ledger import fold
-from embeddings.coverage.triggers import PROBED, probed, state_call
+from embeddings.coverage.triggers import PENDING_INDEX_PREDICATE, PROBED, probed, state_call
 from embeddings.models import BLANK_Q, Clip, current_embedding_q, failed_q
 from embeddings.site_table.catalog import CLIPS
 
@@ -159,7 +159,7 @@ def oldest_text_change(buckets: list[tuple[str | None, int | None, int]]) -> dat
             tests.append(f"{column} IS NULL" if value is None else f"{column} = %s")
             params += [] if value is None else [value]
         probes.append(
-            f"(SELECT text_changed_at FROM {CLIPS} WHERE is_removed = false AND"
+            f"(SELECT text_changed_at FROM {CLIPS} WHERE {PENDING_INDEX_PREDICATE} AND"
             f" {' AND '.join(tests)} ORDER BY text_changed_at LIMIT 1)"
         )
     # An ordered walk of the index, stopping at the first row: a bitmap scan would fetch and
