@@ -2,9 +2,9 @@
 
 Django's VectorField sends vectors as text, which dominates write cost; COPY in binary
 through the raw psycopg connection was measured ~20x faster than `UPDATE ... FROM unnest()`
-here. The COPY's rows are built whole as one numpy record array (`copy_rows`) and sent from
-its memory as they are: psycopg's `write_row` with pgvector's dumper, row by row, was 10% of
-a backfill's CPU samples, and each copy of a request's rows is ~6 MB per writer. A row
+here. The COPY's rows are built as numpy record arrays (`copy_rows`), a slice at a time, and
+sent from their memory as they are: psycopg's `write_row` with pgvector's dumper, row by row,
+was 10% of a backfill's CPU samples, and a request's rows whole are ~6 MB per writer. A row
 is written only if its text still hashes to what was embedded, so a title edited while its
 batch was in flight never gets the old title's vector.
 """
@@ -31,6 +31,9 @@ class EmbeddedClip:
 # PostgreSQL's binary COPY framing: signature, flags, header extension; the end marker.
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 COPY_TRAILER = b"\xff\xff"
+# Rows built and sent at once: a request's 2,048 rows whole were a 6 MB array per writer,
+# alive beside the embedders' buffers (the peaks a long run's RSS grew by).
+COPY_SLICE = 256
 
 
 # The key's binary form: (numpy type, size, the value for it). uuid: its 16 bytes.
@@ -108,7 +111,9 @@ def write_embeddings(
         with raw.cursor() as cur:
             with cur.copy(sql.COPY_TO_STAGING) as copy:
                 copy.write(COPY_SIGNATURE)
-                copy.write(copy_rows(clips, key_type).view(np.uint8).data)
+                for start in range(0, len(clips), COPY_SLICE):
+                    rows = copy_rows(clips[start : start + COPY_SLICE], key_type)
+                    copy.write(rows.view(np.uint8).data)
                 copy.write(COPY_TRAILER)
             cur.execute(sql.ANALYZE_STAGING)
             if version_id is None:

@@ -71,9 +71,12 @@ class EmbeddingCache:
         return found
 
     def set_many(self, vectors: Mapping[str, np.ndarray]) -> None:
-        items = [(self.key(t), np.asarray(v, dtype="<f4").tobytes()) for t, v in vectors.items()]
-        for chunk in _chunks(items, CHUNK):
-            self._call(self._store.set_many, chunk, self._ttl)
+        """Encoded a chunk at a time: all of a request's values at once were one more 6 MB
+        copy per embedder thread, on top of the request's own buffers."""
+        texts = list(vectors)
+        for chunk in _chunks(texts, CHUNK):
+            items = [(self.key(t), np.asarray(vectors[t], dtype="<f4").tobytes()) for t in chunk]
+            self._call(self._store.set_many, items, self._ttl)
 
     def _decode(self, values: Mapping[str, object]) -> dict[str, np.ndarray]:
         """The entries that are whole, finite vectors; anything else is a miss. One matrix
