@@ -22,14 +22,18 @@ from tests.benchmarks.measure import Measured, manage_py, run_measured
 DIMENSIONS = 768
 CONCURRENCY = 4  # the project's default EMBEDDING_CONCURRENCY; the reference gets the same
 LATENCIES_MS = (0, 300)
-E2E_TARGET = 0.9  # issue 16: the command against the reference pipeline, wall time
+# Issue 27: the command (default flags: cache, claims) against the ideal plain script
+# (reference_pipeline.py), wall time; from E2E_TARGET_CLIPS clips up, a miss fails. Below it
+# the ratio is shown: start-up (Django, the run's checks) weighs most there.
+E2E_TARGET = 0.85
+E2E_TARGET_CLIPS = 50_000
 
 
 @dataclass(frozen=True)
 class Sizes:
     service_texts: int = 20_000
     # (clips, runs of each side, the fastest counts): start-up weighs most at the small size
-    end_to_end: tuple[tuple[int, int], ...] = ((20_000, 3), (100_000, 2))
+    end_to_end: tuple[tuple[int, int], ...] = ((20_000, 3), (50_000, 2))
     index_aware_clips: tuple[int, int] = (20_000, 100_000)
     memory_clips: tuple[int, int] = (10_000, 100_000)
     search_vectors: int = 20_000  # recall@10, at 768 dimensions
@@ -299,8 +303,9 @@ def _command_against_reference(
     ratio = (command.stored / command.measured.seconds) / (
         reference.stored / reference.measured.seconds
     )
-    name = f"command / reference clips/s, {where}"
-    outcome.checks.append(Check(name, ratio, f">= {E2E_TARGET}", ratio >= E2E_TARGET))
+    name = f"command / ideal clips/s, {where}"
+    met = ratio >= E2E_TARGET if count >= E2E_TARGET_CLIPS else None
+    outcome.checks.append(Check(name, ratio, f">= {E2E_TARGET}", met))
 
 
 def index_aware_writes(bench: Bench) -> Outcome:
