@@ -1,28 +1,24 @@
 """OpenAI (or any OpenAI-compatible server) as an embedding provider.
 
-One call is one HTTP request. Retrying is the service's job (tenacity, in one layer), so
-retries never multiply. Every answer is checked before it is believed: count, `index`
-mapping, vector length, finite values.
+One call is one HTTP request. The client's own retries are off: retrying is the service's
+job (tenacity, in one layer), so retries never multiply. Every answer is checked before it is
+believed: count, `index` mapping, vector length, finite values.
 
-The request is a plain POST on httpx2 (the transport the `openai` package itself uses), its
-body serialized once by orjson and its answer read raw, as the API reference documents them
-(https://platform.openai.com/docs/api-reference/embeddings/create). The `openai` package is
-not imported here: its types took 0.5-1 s to import and more to tear down at exit, a sixth
-of a 20,000-clip backfill's wall time, for a client whose typed path we never used (its
-`embeddings.create` walks each of up to 2,048 inputs through a type transform, 14% of a
-backfill's CPU samples). Errors keep the client's shape (`ApiStatusError`), so
-`classify_api_error` judges the Batch API client's `openai.APIStatusError` the same way.
+The request goes through the client's documented `post` (its "undocumented endpoints" door),
+its body serialized once by orjson and its answer read raw: the typed `embeddings.create`
+walks each of up to 2,048 inputs through its type transform, 14% of a backfill's CPU samples
+here, for a body we would send unchanged. Status errors, timeouts and connection errors are
+the client's own either way.
 """
 
 import base64
 import binascii
-import os
 import re
-import threading
-from typing import Any, Protocol
+from typing import Any
 
 import httpx2
 import numpy as np
+import openai
 import orjson
 
 from embeddings.app_settings import redact_url
@@ -36,48 +32,6 @@ from embeddings.exceptions import (
 from embeddings.providers.base import ProviderResponse
 
 INPUT_INDEX = re.compile(r"\$\.input\[(\d+)\]")
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DECODE_SLICE = 256  # vectors joined and decoded at once (see _decode_at_once)
-# Answers read and decoded at once, whatever the requests in flight: an answer of 2,048 vectors
-# is ~8 MB of body and ~8 MB of parsed strings while it is decoded. Four at once were the peaks
-# a 100,000-clip run's RSS grew by; decoding takes ~50 ms, so two slots hold requests back
-# only when the process is busy decoding anyway.
-DECODING_AT_ONCE = 2
-# Optional headers the `openai` client sends from these variables (its README, "Organization
-# and project"): https://github.com/openai/openai-python#readme
-OPTIONAL_HEADERS = {"OPENAI_ORG_ID": "OpenAI-Organization", "OPENAI_PROJECT_ID": "OpenAI-Project"}
-
-
-class StatusError(Protocol):
-    """What `classify_api_error` reads of an answer that is not a 200: `ApiStatusError`, or
-    the `openai` client's own `APIStatusError` (the Batch API client)."""
-
-    status_code: int
-    message: str
-    response: httpx2.Response
-
-
-class ApiStatusError(Exception):
-    """An answer other than 200, with the fields the `openai` client's APIStatusError has:
-    `message` as it words it ("Error code: 400 - ..."), `code` and `param` of the body's
-    `error` object."""
-
-    def __init__(self, response: httpx2.Response) -> None:
-        self.response = response
-        self.status_code = response.status_code
-        try:
-            body = orjson.loads(response.content)
-        except ValueError:
-            body = None
-        error = body.get("error", body) if isinstance(body, dict) else None
-        error = error if isinstance(error, dict) else {}
-        said = error.get("message")
-        self.message = f"Error code: {self.status_code}" + (
-            f" - {said}" if isinstance(said, str) and said else ""
-        )
-        self.code = error.get("code")
-        self.param = error.get("param")
-        super().__init__(self.message)
 
 
 class OpenAIProvider:
@@ -99,21 +53,10 @@ class OpenAIProvider:
         self.model = model
         self.dimensions = dimensions
         self.send_dimensions = send_dimensions
-        self.base_url = base_url or DEFAULT_BASE_URL
+        self.base_url = base_url or "https://api.openai.com/v1"
         self._size_confirmed = False  # see decode_embeddings
-        self._decoding = threading.BoundedSemaphore(DECODING_AT_ONCE)
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        headers |= {
-            name: os.environ[var] for var, name in OPTIONAL_HEADERS.items() if var in os.environ
-        }
-        # One pooled client for every thread: keep-alive connections, as many as requests fly.
-        # A plain-http endpoint (a local server) never uses TLS and redirects are not followed,
-        # so its client skips loading the CA bundle (50-80 ms of every run's start-up).
-        self._client = httpx2.Client(
-            base_url=self.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx2.Timeout(timeout),
-            verify=not self.base_url.startswith("http://"),
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
 
     def describe(self) -> str:
@@ -124,16 +67,14 @@ class OpenAIProvider:
         if self.send_dimensions:
             body["dimensions"] = self.dimensions
         try:
-            # The answer waits in the socket until a decoding slot is free (DECODING_AT_ONCE).
-            request = self._client.stream("POST", "embeddings", content=orjson.dumps(body))
-            with request as raw, self._decoding:
-                raw.read()
-                if raw.status_code != 200:
-                    error = ApiStatusError(raw)
-                    raise classify_api_error(error, sent=self._sent(), url=self.base_url) from None
-                vectors, tokens = self._decode(raw.content, len(texts))
-        except httpx2.TransportError as err:  # refused, reset, timed out
+            raw = self._client.post(
+                "/embeddings", cast_to=httpx2.Response, content=orjson.dumps(body)
+            )
+        except openai.APIStatusError as err:
+            raise classify_api_error(err, sent=self._sent(), url=self.base_url) from None
+        except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
             raise RetryableError(f"{type(err).__name__}: {err}") from None
+        vectors, tokens = self._decode(raw.content, len(texts))
         return ProviderResponse(
             vectors=vectors,
             prompt_tokens=tokens,
@@ -218,17 +159,11 @@ def _decode_at_once(items: list, vectors: np.ndarray) -> set[int] | None:
         strings.append(embedding)
     if sorted(order) != list(range(expected)):
         return None
-    # In slices: one join and decode of all 2,048 made two transient 6-8 MB copies per request
-    # in each embedder thread at once, the peaks a long run's RSS grew by.
-    for start in range(0, expected, DECODE_SLICE):
-        rows = order[start : start + DECODE_SLICE]
-        try:
-            decoded = base64.b64decode(
-                "".join(strings[start : start + DECODE_SLICE]), validate=True
-            )
-        except (binascii.Error, ValueError):
-            return None
-        vectors[rows] = np.frombuffer(decoded, dtype="<f4").reshape(len(rows), dimensions)
+    try:
+        decoded = base64.b64decode("".join(strings), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    vectors[order] = np.frombuffer(decoded, dtype="<f4").reshape(expected, dimensions)
     return {dimensions}
 
 
@@ -281,7 +216,7 @@ def _retry_after(headers) -> float | None:
 
 
 def classify_api_error(
-    err: StatusError, *, sent: str | None = None, url: str | None = None
+    err: openai.APIStatusError, *, sent: str | None = None, url: str | None = None
 ) -> ProviderError:
     """The error class the service decides by, for any API answer that is not a 200. `sent`
     (the model and size the request carried) and `url` (the base URL) go into the messages
