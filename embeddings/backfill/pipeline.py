@@ -6,7 +6,6 @@ store the vectors. Queues between the stages are bounded, so memory does not gro
 The command, the django-q2 tasks and the admin actions all run this; none re-implements it.
 """
 
-import gc
 import logging
 import queue
 import threading
@@ -148,11 +147,6 @@ class Backfill:
         self._stop.set()
 
     def run(self) -> BackfillProgress:
-        # Everything loaded so far (Django, the apps, numpy) lives as long as the process: out
-        # of the collector's sight, full collections during the run and the one at exit skip
-        # it. Measured: the exit of a backfill 0.4-0.8 s -> 0.06 s, start-up's weight at
-        # 20,000 clips. https://docs.python.org/3/library/gc.html#gc.freeze
-        gc.freeze()
         self.progress.total = self.count()
         self.on_progress(self.progress)
         embedders = [

@@ -4,6 +4,7 @@ A thin door into `embeddings.backfill.runs.execute_backfill`; the old Go tool's 
 (`-batch 100 -force -dry-run`) keep working beside the `--long` spellings.
 """
 
+import gc
 import json
 import os
 import signal
@@ -191,6 +192,12 @@ class Command(EmbeddingCommand):
         )
 
     def handle(self, *args, **opts) -> None:
+        # This process ends with the run: everything loaded so far (Django, the apps, numpy)
+        # is put out of the collector's sight, so full collections during the run and the one
+        # at exit skip it (measured: the exit 0.4-0.8 s -> 0.06 s). Here, not in the pipeline:
+        # in a long-lived worker it would keep each task's leftovers for ever.
+        # https://docs.python.org/3/library/gc.html#gc.freeze
+        gc.freeze()
         config = served_settings()
         batch = opts["batch"]
         if not 1 <= batch <= MAX_BATCH:
