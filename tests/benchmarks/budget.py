@@ -1,4 +1,4 @@
-"""Issue 16: one budget for many machines. N `backfill_embeddings` processes at once on one
+"""One budget for many machines. N `backfill_embeddings` processes at once on one
 table and one Redis, as N machines would run them, against a test server that enforces the
 account's TPM like the API (429 with Retry-After past it).
 

@@ -1,4 +1,4 @@
-"""Issue 27: how the tool grows, from 100,000 clips to the largest this machine holds, and what
+"""How the tool grows, from 100,000 clips to the largest this machine holds, and what
 10,000,000 clips would take (`growth_plan.py`); written to docs/performance-growth.md.
 
 At each of `growth_sizes` (run.py --growth-sizes), with vectors of `search_clips_dimensions`

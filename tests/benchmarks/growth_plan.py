@@ -1,4 +1,4 @@
-"""The growth page (issue 27): the measured table and a 10,000,000-clip plan worked from it.
+"""The growth page: the measured table and a 10,000,000-clip plan worked from it.
 
 Pure arithmetic over what `growth.py` measured, so the page is regenerated with its numbers.
 Sources: pgvector's storage sizes (4 bytes per dimension + 8 for `vector`, 2 + 8 for

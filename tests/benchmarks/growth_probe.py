@@ -1,4 +1,4 @@
-"""The read paths of the growth table (issue 27) at one size; run by `growth.py`.
+"""The read paths of the growth table at one size; run by `growth.py`.
 
 Against the migrated database of DATABASE_URL: `hybrid.latency` loads `--clips` demo clips
 with lowrank vectors by binary COPY (every 100th stale), builds the GIN and HNSW indexes and

@@ -1,4 +1,4 @@
-"""Issue 18: hybrid search. Quality of vector, text and hybrid search on labelled queries, and
+"""Hybrid search. Quality of vector, text and hybrid search on labelled queries, and
 the latency of hybrid search at 1,000,000 clips.
 
 Quality: the 1,000 demo clips (seed 0) embedded with the local model (all-MiniLM-L6-v2, 384

@@ -1,4 +1,4 @@
-"""Issue 15: default flags on a table that has its HNSW index, as `migrate` leaves it.
+"""Default flags on a table that has its HNSW index, as `migrate` leaves it.
 
 At each size (`index_aware_clips`: 20,000 and 100,000): the command with default flags on the
 indexed table (it picks how to write: a first fill is `rebuild`) against the same command on

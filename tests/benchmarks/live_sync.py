@@ -2,7 +2,7 @@
 clips each API request carried.
 
 A saver process creates clips one by one through the ORM (as a site's web processes would),
-a real `qcluster` embeds them, the test server answers in 300 ms. Target (issue 14): p95
+a real `qcluster` embeds them, the test server answers in 300 ms. Target: p95
 under 5 s at 20 saves a second, at most one request per 4 clips.
 """
 

@@ -1,4 +1,4 @@
-"""`make bench`: the embedding pipeline's numbers (issues 3 and 4), printed as a table.
+"""`make bench`: the embedding pipeline's numbers, printed as a table.
 
 Runs every scenario of `scenarios.py` against a dedicated database (`bench_clips`, dropped at
 the end) on the embedded PostgreSQL (or DATABASE_URL's server) and the test OpenAI server in a

@@ -1,4 +1,4 @@
-"""The measured scenarios of issues 3 and 4; each returns its results and target checks.
+"""The measured scenarios; each returns its results and target checks.
 
 Every backfill starts from a freshly created and migrated database holding demo clips without
 vectors, and from a cold embedding cache (a model name no earlier run used: the cache key
@@ -22,7 +22,7 @@ from tests.benchmarks.measure import Measured, manage_py, run_measured
 DIMENSIONS = 768
 CONCURRENCY = 4  # the project's default EMBEDDING_CONCURRENCY; the reference gets the same
 LATENCIES_MS = (0, 300)
-# Issue 27: the command (default flags: cache, claims) against the ideal plain script
+# The command (default flags: cache, claims) against the ideal plain script
 # (reference_pipeline.py), wall time; from E2E_TARGET_CLIPS clips up, a miss fails. Below it
 # the ratio is shown: start-up (Django, the run's checks) weighs most there.
 E2E_TARGET = 0.85
@@ -49,7 +49,7 @@ class Sizes:
     site_backfill_clips: int = 20_000  # the backfill on a site's table against the tool's own
     site_backfill_runs: int = 2  # of each table, alternating; the fastest counts
     growth_sizes: tuple[int, ...] = (100_000, 1_000_000, 3_000_000)  # run.py --growth-sizes
-    growth_write_max: int = 1_000_000  # the write paths stop here (tests/benchmarks/growth.py)
+    growth_write_max: int = 100_000  # write paths stop here (growth.py); 1M takes ~1.5 h here
 
 
 FULL = Sizes()
@@ -238,7 +238,7 @@ def _fastest(runs: Sequence[PipelineRun]) -> tuple[PipelineRun, str]:
 
 
 def service_alone(bench: Bench) -> Outcome:
-    """Issue 3: texts/s of EmbeddingService, cold cache, at each server latency."""
+    """Texts/s of EmbeddingService, cold cache, at each server latency."""
     outcome = Outcome()
     texts = bench.sizes.service_texts
     for latency in LATENCIES_MS:
@@ -267,7 +267,7 @@ def service_alone(bench: Bench) -> Outcome:
 
 
 def end_to_end(bench: Bench) -> Outcome:
-    """Issues 4 and 16: the command against the minimal reference pipeline, no HNSW index,
+    """The command against the minimal reference pipeline, no HNSW index,
     process wall time (start-up included), at each size and latency."""
     outcome = Outcome()
     for count, repeats in bench.sizes.end_to_end:
@@ -309,7 +309,7 @@ def _command_against_reference(
 
 
 def index_aware_writes(bench: Bench) -> Outcome:
-    """Issue 15: default flags on an indexed table, against none; bulk against live
+    """Default flags on an indexed table, against none; bulk against live
     (tests/benchmarks/index_aware.py)."""
     from tests.benchmarks.index_aware import index_aware_writes as measure
 
@@ -317,7 +317,7 @@ def index_aware_writes(bench: Bench) -> Outcome:
 
 
 def peak_memory(bench: Bench) -> Outcome:
-    """Issue 4: peak RSS of the command at a small and a large table; the loader's time."""
+    """Peak RSS of the command at a small and a large table; the loader's time."""
     outcome = Outcome()
     small, large = bench.sizes.memory_clips
     peaks: list[float] = []
@@ -349,14 +349,14 @@ def peak_memory(bench: Bench) -> Outcome:
 
 
 def admin_coverage_page(bench: Bench) -> Outcome:
-    """Issue 6: the coverage page on 1,000,000 clips (tests/benchmarks/search.py)."""
+    """The coverage page on 1,000,000 clips (tests/benchmarks/search.py)."""
     from tests.benchmarks.search import admin_coverage_page as measure
 
     return measure(bench)
 
 
 def local_provider(bench: Bench) -> Outcome:
-    """Issue 9: clips/s of the local all-MiniLM-L6-v2 model on this machine's CPU."""
+    """Clips/s of the local all-MiniLM-L6-v2 model on this machine's CPU."""
     outcome = Outcome()
     texts = bench.sizes.local_texts
     say(f"local provider, {texts:,} texts")
@@ -387,21 +387,21 @@ def local_provider(bench: Bench) -> Outcome:
 
 
 def live_sync(bench: Bench) -> Outcome:
-    """Issue 14: lag and clips per request of live sync under a stream of saves."""
+    """Lag and clips per request of live sync under a stream of saves."""
     from tests.benchmarks.live_sync import live_sync as measure
 
     return measure(bench)
 
 
 def semantic_search(bench: Bench) -> Outcome:
-    """Issue 8: recall@10 of the HNSW path and search latency (tests/benchmarks/search.py)."""
+    """Recall@10 of the HNSW path and search latency (tests/benchmarks/search.py)."""
     from tests.benchmarks.search import semantic_search as measure
 
     return measure(bench)
 
 
 def hybrid_search(bench: Bench) -> Outcome:
-    """Issue 18: recall@10 and nDCG@10 of vector, text and hybrid search on labelled queries,
+    """Recall@10 and nDCG@10 of vector, text and hybrid search on labelled queries,
     and hybrid latency at 1,000,000 clips (tests/benchmarks/hybrid.py)."""
     from tests.benchmarks.hybrid import hybrid_search as measure
 
@@ -409,7 +409,7 @@ def hybrid_search(bench: Bench) -> Outcome:
 
 
 def shared_budget(bench: Bench) -> Outcome:
-    """Issue 16: 1, 4 and 8 processes on one Redis hold the TPM pace, with few 429s and no
+    """1, 4 and 8 processes on one Redis hold the TPM pace, with few 429s and no
     text sent twice (tests/benchmarks/budget.py)."""
     from tests.benchmarks.budget import shared_budget as measure
 
@@ -417,7 +417,7 @@ def shared_budget(bench: Bench) -> Outcome:
 
 
 def switch_embeddings(bench: Bench) -> Outcome:
-    """Issue 15: `switch_embeddings` to another model, with search timed and checked all
+    """`switch_embeddings` to another model, with search timed and checked all
     along (tests/benchmarks/switching.py)."""
     from tests.benchmarks.switching import switch_embeddings as measure
 
@@ -425,7 +425,7 @@ def switch_embeddings(bench: Bench) -> Outcome:
 
 
 def halfvec_vs_vector(bench: Bench) -> Outcome:
-    """Issue 15: the HNSW index over halfvec(1536) against vector(1536): size, build time,
+    """The HNSW index over halfvec(1536) against vector(1536): size, build time,
     recall@10 (tests/benchmarks/switching.py)."""
     from tests.benchmarks.switching import halfvec_vs_vector as measure
 
@@ -433,7 +433,7 @@ def halfvec_vs_vector(bench: Bench) -> Outcome:
 
 
 def in_flight_sharing(bench: Bench) -> Outcome:
-    """Issue 16: one request per text between calls in flight, against every call sending
+    """One request per text between calls in flight, against every call sending
     its own (tests/benchmarks/sharing.py)."""
     from tests.benchmarks.sharing import in_flight_sharing as measure
 
@@ -450,7 +450,7 @@ def site_table(bench: Bench) -> Outcome:
 
 
 def growth(bench: Bench) -> Outcome:
-    """Issue 27: the growth table and the 10,000,000-clip plan, written to
+    """The growth table and the 10,000,000-clip plan, written to
     docs/performance-growth.md (tests/benchmarks/growth.py)."""
     from tests.benchmarks.growth import growth as measure
 
@@ -458,7 +458,7 @@ def growth(bench: Bench) -> Outcome:
 
 
 def coverage_counts(bench: Bench) -> Outcome:
-    """Issue 27: the coverage counts' cost to the site's writes, and the page and /metrics at
+    """The coverage counts' cost to the site's writes, and the page and /metrics at
     1,000,000 and 2,000,000 clips (tests/benchmarks/coverage_counts.py)."""
     from tests.benchmarks.coverage_counts import coverage_counts as measure
 

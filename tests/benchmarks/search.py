@@ -1,4 +1,4 @@
-"""Issue 8: semantic search. Recall@10 of the HNSW path against exact search, and latency.
+"""Semantic search. Recall@10 of the HNSW path against exact search, and latency.
 
 Three tables of synthetic unit vectors, each in a database of its own (`bench_search`,
 dropped after), written by binary COPY and indexed as the model declares (m=16,
@@ -48,7 +48,7 @@ def semantic_search(bench: Bench) -> Outcome:
 
 
 def admin_coverage_page(bench: Bench) -> Outcome:
-    """Issue 6: the whole coverage page, as a superuser gets it, on 1,000,000 clips at 768
+    """The whole coverage page, as a superuser gets it, on 1,000,000 clips at 768
     dimensions (vectors stored out of line, as in production; no HNSW index needed)."""
     outcome = Outcome()
     clips = bench.sizes.search_clips

@@ -1,4 +1,4 @@
-"""Semantic search measured on a table of synthetic vectors (issue 8); run by `search.py`.
+"""Semantic search measured on a table of synthetic vectors; run by `search.py`.
 
 Against the migrated database of DATABASE_URL (EMBEDDING_DIMENSIONS sized; halfvec if
 EMBEDDING_STORAGE=halfvec made it so): writes `--clips` clips with unit vectors by binary COPY

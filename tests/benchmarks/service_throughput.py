@@ -1,4 +1,4 @@
-"""Texts/s of `EmbeddingService` alone (issue 3); run by `run.py` as a subprocess.
+"""Texts/s of `EmbeddingService` alone; run by `run.py` as a subprocess.
 
 The service is the one the command builds (`build_embedding_service`: Redis cache, shared
 limiter, OpenAI client), configured by the environment `run.py` passes: a model name of its
@@ -6,8 +6,8 @@ own, so the cache starts cold, and limits far above what the test server can ser
 
     python -m tests.benchmarks.service_throughput --texts 20000     # prints a JSON summary
 
-With EMBEDDING_PROVIDER=local in the environment it measures the local model (issue 9).
-`--calls-of N` makes it a backfill's shape instead (issue 16): calls of N texts from
+With EMBEDDING_PROVIDER=local in the environment it measures the local model.
+`--calls-of N` makes it a backfill's shape instead: calls of N texts from
 `EMBEDDING_CONCURRENCY` threads at once; `--twins` puts each text in two consecutive calls, and
 `--no-sharing` turns off the sharing of texts between calls in flight, to measure both.
 """

@@ -1,4 +1,4 @@
-"""Issue 16: sharing one request per text between calls in flight, measured both ways.
+"""Sharing one request per text between calls in flight, measured both ways.
 
 `EmbeddingService` calls of 2,048 texts from 4 threads at once (a backfill's shape), at 300 ms
 latency so that calls overlap, cold cache. Distinct texts: what sharing costs when nothing is

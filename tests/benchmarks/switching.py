@@ -1,4 +1,4 @@
-"""Issue 15: another version of the vectors served without search going dark, and vectors
+"""Another version of the vectors served without search going dark, and vectors
 stored in half precision.
 
 - `switch_embeddings`: `switch_clips` demo clips embedded (`--rebuild-index`: the HNSW index
