@@ -31,6 +31,7 @@ from tests.benchmarks.growth_plan import Growth, SizeRun, page, table_lines
 from tests.benchmarks.measure import REPO_ROOT, manage_py, run_measured
 from tests.benchmarks.scenarios import DIMENSIONS, Bench, Outcome, PipelineRun, run_command, say
 from tests.benchmarks.search import run_probe
+from tests.benchmarks.switching import storage_builds
 
 READ_DATABASE = "bench_growth"
 # Its own: another bench run ending drops `bench_clips`, the default one, under a long run.
@@ -104,24 +105,14 @@ def _paced_backfill(bench: Bench, count: int) -> dict:
 
 def _served_size_builds(bench: Bench, count: int) -> dict:
     """HNSW build time and size over `count` x 768 vectors, as vector and as halfvec."""
-    database = BenchDatabase(bench.database.admin_url, SAMPLE_DATABASE)
-    samples = {}
-    try:
-        for storage in ("vector", "halfvec"):
-            say(f"growth: HNSW build, {count:,} x {DIMENSIONS} as {storage}")
-            argv = ["--clips", str(count), "--queries", str(SAMPLE_QUERIES), "--data", "lowrank"]
-            samples[storage] = run_probe(
-                bench,
-                database,
-                f"growth-{storage}",
-                DIMENSIONS,
-                "tests.benchmarks.search_probe",
-                argv,
-                settings={"EMBEDDING_STORAGE": storage},
-            )
-    finally:
-        database.drop()
-    return samples
+    return storage_builds(
+        bench,
+        vectors=count,
+        dimensions=DIMENSIONS,
+        queries=SAMPLE_QUERIES,
+        database_name=SAMPLE_DATABASE,
+        label="growth",
+    )
 
 
 def _write_paths(bench: Bench, count: int, dimensions: int, outcome: Outcome) -> dict:

@@ -193,20 +193,22 @@ class _searching:
         raise RuntimeError(f"steady_search {what}:\n{self.stderr.read()[-2000:]}")
 
 
-def halfvec_vs_vector(bench: Bench) -> Outcome:
-    outcome = Outcome()
-    vectors, queries = bench.sizes.storage_vectors, bench.sizes.search_queries
-    database = BenchDatabase(bench.database.admin_url, STORAGE_DATABASE)
+def storage_builds(
+    bench: Bench, *, vectors: int, dimensions: int, queries: int, database_name: str, label: str
+) -> dict[str, dict]:
+    """`search_probe`'s summary of an HNSW index over `vectors` lowrank vectors, built once as
+    each storage, in a database of its own (dropped after)."""
+    database = BenchDatabase(bench.database.admin_url, database_name)
     summaries: dict[str, dict] = {}
     try:
         for storage in STORAGES:
-            say(f"HNSW index, {vectors:,} x {STORAGE_DIMENSIONS} lowrank vectors as {storage}")
+            say(f"{label}: HNSW index, {vectors:,} x {dimensions} lowrank vectors as {storage}")
             argv = ["--clips", str(vectors), "--queries", str(queries), "--data", "lowrank"]
             summaries[storage] = run_probe(
                 bench,
                 database,
-                f"storage-{storage}",
-                STORAGE_DIMENSIONS,
+                f"{label}-{storage}",
+                dimensions,
                 "tests.benchmarks.search_probe",
                 argv,
                 settings={"EMBEDDING_STORAGE": storage},
@@ -215,6 +217,20 @@ def halfvec_vs_vector(bench: Bench) -> Outcome:
                 raise RuntimeError(f"the column is {summaries[storage]['storage']}, not {storage}")
     finally:
         database.drop()
+    return summaries
+
+
+def halfvec_vs_vector(bench: Bench) -> Outcome:
+    outcome = Outcome()
+    vectors, queries = bench.sizes.storage_vectors, bench.sizes.search_queries
+    summaries = storage_builds(
+        bench,
+        vectors=vectors,
+        dimensions=STORAGE_DIMENSIONS,
+        queries=queries,
+        database_name=STORAGE_DATABASE,
+        label="storage",
+    )
     for storage, s in summaries.items():
         search = s["database_only"]
         outcome.results.append(
