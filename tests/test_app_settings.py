@@ -78,6 +78,17 @@ def _django(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
     )
 
 
+def _manage(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *argv],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_app_installed_into_a_fresh_project_works_with_none_of_its_settings(tmp_path):
     env = _fresh_project(tmp_path)
@@ -148,14 +159,7 @@ def test_a_bad_value_stops_check_backfill_and_qcluster_with_the_same_message(val
     env = _clean_env(EMBEDDING_CONCURRENCY=value, DJANGO_SETTINGS_MODULE="project.settings")
     outputs = {}
     for argv in (["check"], ["backfill_embeddings"], ["qcluster"]):
-        done = subprocess.run(
-            [sys.executable, "manage.py", *argv],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _manage(env, *argv)
         assert done.returncode != 0, f"{argv} accepted EMBEDDING_CONCURRENCY={value}"
         outputs[argv[0]] = [line for line in done.stderr.splitlines() if "(embeddings.E" in line]
     assert outputs["check"] == [f"?: {message}"]
@@ -166,14 +170,7 @@ def test_a_misspelt_setting_is_a_warning_naming_the_nearest_one_and_the_run_goes
     env = _clean_env(
         EMBEDDING_CONCURENCY="4", EMBEDDING_COLOUR="red", DJANGO_SETTINGS_MODULE="project.settings"
     )
-    done = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _manage(env, "check")
 
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "(embeddings.W001)" in line]
