@@ -5,7 +5,6 @@ row counts only while the lock of its run is held: when a run ends, or is killed
 server drops the lock and its clips are free at once for the next run to take over.
 """
 
-import functools
 import uuid
 from dataclasses import dataclass
 
@@ -65,12 +64,6 @@ class RunLease:
             self._conn.close()
 
 
-# Stand-ins compiled in place of the values that change between claims, found again by
-# identity in the compiled parameters (Django passes clip keys through as they are).
-_AFTER = {"bigint": -(2**62) + 27, "integer": -(2**30) + 27, "uuid": uuid.UUID(int=27)}
-_RUN = -(2**62) + 29
-
-
 def claim_next(
     selection: Selection, *, after_id, limit: int, run_id: int | None
 ) -> tuple[list[ClaimedClip], object, int]:
@@ -82,15 +75,24 @@ def claim_next(
     `after_id` None starts at the first key (keys are bigint or uuid: no number is "before all").
     One statement, one round trip: pick candidates, claim them, read their text.
     """
-    key_type = clip_key_type(connection)
-    shape = (selection, limit, after_id is None, key_type, run_id is not None)
-    # Live sync's selection holds the time it was built at (a failed clip's rest): built afresh.
-    compile_ = _claim_sql.__wrapped__ if selection.new_or_edited else _claim_sql
-    statement, compiled = compile_(*shape)
-    stand_ins = {id(_AFTER[key_type]): after_id, id(_RUN): run_id}
-    params = [stand_ins.get(id(p), p) for p in compiled]
+    candidates = selection.candidates(after_id=after_id, limit=limit)
+    candidate_sql, candidate_params = candidates.query.sql_with_params()
+    texts = Clip.objects.with_text().filter(id__in=RawSQL("SELECT clip_id FROM claimed", ()))
+    text_sql, text_params = texts.values_list("id", "text", "text_hash_now").query.sql_with_params()
+    if run_id is None:
+        claimed_sql, claim_params = "SELECT id AS clip_id FROM candidates", []
+    else:
+        claimed_sql, claim_params = sql.CLAIM_CANDIDATES, [selection.version_id or 0, run_id]
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        cursor.execute(
+            f"""
+            WITH candidates AS MATERIALIZED ({candidate_sql}), claimed AS ({claimed_sql})
+            SELECT (SELECT id FROM candidates ORDER BY id DESC LIMIT 1),
+                   (SELECT count(*) FROM candidates), texts.*
+            FROM (SELECT 1) AS one LEFT JOIN ({text_sql}) AS texts ON true
+            """,
+            [*candidate_params, *claim_params, *text_params],
+        )
         rows = cursor.fetchall()
     cursor_id, candidate_count = rows[0][:2]
     clips = sorted(ClaimedClip(*row[2:]) for row in rows if row[2] is not None)
@@ -98,33 +100,6 @@ def claim_next(
     if run_id is not None and clips:
         clips = _still_selected(selection, clips, run_id)
     return clips, cursor_id, held_elsewhere
-
-
-@functools.lru_cache(maxsize=64)
-def _claim_sql(
-    selection: Selection, limit: int, first: bool, key_type: str, claiming: bool
-) -> tuple[str, tuple]:
-    """The claim statement, `_AFTER` and `_RUN` standing in for the cursor and the run.
-    Compiling its querysets cost ~70 ms of Python a claim of 2,000 clips, holding the GIL the
-    embedders need; a run's claims differ only in those two values."""
-    after = None if first else _AFTER[key_type]
-    candidates = selection.candidates(after_id=after, limit=limit)
-    candidate_sql, candidate_params = candidates.query.sql_with_params()
-    if not first and sum(p is after for p in candidate_params) != 1:
-        raise ValueError("the claim's cursor is not one of its compiled parameters")
-    texts = Clip.objects.with_text().filter(id__in=RawSQL("SELECT clip_id FROM claimed", ()))
-    text_sql, text_params = texts.values_list("id", "text", "text_hash_now").query.sql_with_params()
-    if claiming:
-        claimed_sql, claim_params = sql.CLAIM_CANDIDATES, [selection.version_id or 0, _RUN]
-    else:
-        claimed_sql, claim_params = "SELECT id AS clip_id FROM candidates", []
-    statement = f"""
-        WITH candidates AS MATERIALIZED ({candidate_sql}), claimed AS ({claimed_sql})
-        SELECT (SELECT id FROM candidates ORDER BY id DESC LIMIT 1),
-               (SELECT count(*) FROM candidates), texts.*
-        FROM (SELECT 1) AS one LEFT JOIN ({text_sql}) AS texts ON true
-        """
-    return statement, (*candidate_params, *claim_params, *text_params)
 
 
 def other_live_runs(run_id: int | None) -> list[int]:
@@ -144,32 +119,14 @@ def _still_selected(
     needs a vector. A new statement sees that write.
     """
     ids = [clip.id for clip in clips]
-    key_type = clip_key_type(connection)
-    compile_ = _selected_sql.__wrapped__ if selection.new_or_edited else _selected_sql
-    statement, compiled = compile_(selection, key_type)
-    with connection.cursor() as cursor:
-        cursor.execute(statement, [ids if p is _IDS else p for p in compiled])
-        selected = {row[0] for row in cursor.fetchall()}
+    # One array parameter: `id__in=ids` had Django prepare each of up to 2,048 ids (4% of
+    # a backfill's CPU samples).
+    claimed = RawSQL(sql.unnest_keys(clip_key_type(connection)), (ids,))
+    selected = set(selection.queryset().filter(id__in=claimed).values_list("id", flat=True))
     if len(selected) == len(ids):
         return clips
     release([i for i in ids if i not in selected], run_id)
     return [clip for clip in clips if clip.id in selected]
-
-
-_IDS: list = []  # the claimed keys' stand-in in the compiled query of `_still_selected`
-
-
-@functools.lru_cache(maxsize=64)
-def _selected_sql(selection: Selection, key_type: str) -> tuple[str, tuple]:
-    """Which of the `_IDS` keys the selection still takes, compiled once (~30 ms of Python
-    a claim). One array parameter: `id__in=ids` had Django prepare each of up to 2,048 ids
-    (4% of a backfill's CPU samples)."""
-    claimed = RawSQL(sql.unnest_keys(key_type), (_IDS,))
-    query = selection.queryset().filter(id__in=claimed).values_list("id", flat=True).query
-    statement, params = query.sql_with_params()
-    if sum(p is _IDS for p in params) != 1:
-        raise ValueError("the claimed keys are not one of the compiled parameters")
-    return statement, params
 
 
 def release(clip_ids: list[int], run_id: int | None, *, cursor=None) -> None:
